@@ -1,0 +1,175 @@
+"""StageGAN configuration: every hyperparameter of the three-level generator, its discriminators and its losses."""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+FUSION_TYPES = ("attention", "memory")
+STAGE_GRADIENTS = ("isolated", "end_to_end")
+
+
+class StageGANConfig(PretrainedConfig):
+    r"""
+    Configuration of a StageGAN (GR-GAN, patent CN113781598B): a text-to-image GAN that refines an image in three
+    levels (noise only -> + sentence -> + words), each level with its own generator, discriminator and loss.
+
+    Args:
+        z_dim (`int`, *optional*, defaults to 100):
+            Size of the Gaussian noise that level 1 turns into the first image (claim 2).
+        stage_resolutions (`list[int]`, *optional*, defaults to `[64, 128, 256]`):
+            Side of x1, x2 and x3. Level 1 upsamples three times from `stage_resolutions[0] // 8`; levels 2 and 3
+            upsample once each, so every resolution must be twice the previous one. `[16, 32, 64]` trains on a CPU.
+        generator_channels (`int`, *optional*, defaults to 32):
+            Channels of the image features at levels 2 and 3 (AttnGAN's `ngf`). Level 1 starts at 8x this many
+            channels and halves them at each of its three upsamplings.
+        discriminator_channels (`int`, *optional*, defaults to 64):
+            Channels of each discriminator's first downsampling convolution; doubled per downsampling up to 8x.
+        text_embed_dim (`int`, *optional*, defaults to 512):
+            Size of the sentence and word vectors: the text encoder's joint embedding size (CLIP's `projection_dim`).
+        fusion_type (`str`, *optional*, defaults to `"attention"`):
+            How levels 2 and 3 fuse text into image features: `"attention"` (AttnGAN word attention) or `"memory"`
+            (DM-GAN dynamic memory). The patent names both ([0077], [0096]).
+        level2_residual_blocks (`int`, *optional*, defaults to 2):
+            Residual blocks of the level-2 generator; the patent uses two ([0079]).
+        level3_residual_blocks (`int`, *optional*, defaults to 2):
+            Residual blocks of the level-3 generator.
+        stage_gradient (`str`, *optional*, defaults to `"isolated"`):
+            `"isolated"`: x1's and x2's features enter the next level detached, so each level's loss updates only
+            its own sub-network (claim 8). `"end_to_end"`: gradients of levels 2 and 3 flow back into the earlier
+            levels, as in AttnGAN (for ablations).
+        level2_sentence_weight (`float`, *optional*, defaults to 1.0):
+            Weight of Loss_CLIP_FT_s in L_G2_total (claim 6).
+        level3_sentence_weight (`float`, *optional*, defaults to 4.0):
+            Weight of the sentence-image term of Loss_CLIP_FT (claim 7; the patent prefers sentence > word, [0109]).
+        level3_word_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the word-region term of Loss_CLIP_FT (claim 7).
+        damsm_gamma1 (`float`, *optional*, defaults to 4.0):
+            Sharpness of each word's attention over image regions (DAMSM's gamma1).
+        damsm_gamma2 (`float`, *optional*, defaults to 5.0):
+            How strongly the word-region score is dominated by the best-matching words (DAMSM's gamma2).
+        damsm_gamma3 (`float`, *optional*, defaults to 10.0):
+            Scale of the image-text similarity logits in the matching cross-entropies (DAMSM's gamma3).
+        discriminator_spectral_norm (`bool`, *optional*, defaults to `True`):
+            Spectral normalisation of every discriminator convolution, as in the authors' code.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of convolutions and linear layers (DCGAN's value).
+
+    Example:
+
+    ```python
+    >>> from hf_stagegan import StageGANConfig, StageGANGenerator
+
+    >>> config = StageGANConfig(stage_resolutions=[16, 32, 64], generator_channels=8, text_embed_dim=32)
+    >>> generator = StageGANGenerator(config)
+    >>> config.stage_resolutions
+    [16, 32, 64]
+    ```
+    """
+
+    model_type = "stagegan"
+
+    def __init__(
+        self,
+        z_dim: int = 100,
+        stage_resolutions: list[int] | tuple[int, ...] = (64, 128, 256),
+        generator_channels: int = 32,
+        discriminator_channels: int = 64,
+        text_embed_dim: int = 512,
+        fusion_type: str = "attention",
+        level2_residual_blocks: int = 2,
+        level3_residual_blocks: int = 2,
+        stage_gradient: str = "isolated",
+        level2_sentence_weight: float = 1.0,
+        level3_sentence_weight: float = 4.0,
+        level3_word_weight: float = 1.0,
+        damsm_gamma1: float = 4.0,
+        damsm_gamma2: float = 5.0,
+        damsm_gamma3: float = 10.0,
+        discriminator_spectral_norm: bool = True,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        self.z_dim = z_dim
+        self.stage_resolutions = list(stage_resolutions) if isinstance(stage_resolutions, tuple) else stage_resolutions
+        self.generator_channels = generator_channels
+        self.discriminator_channels = discriminator_channels
+        self.text_embed_dim = text_embed_dim
+        self.fusion_type = fusion_type
+        self.level2_residual_blocks = level2_residual_blocks
+        self.level3_residual_blocks = level3_residual_blocks
+        self.stage_gradient = stage_gradient
+        self.level2_sentence_weight = level2_sentence_weight
+        self.level3_sentence_weight = level3_sentence_weight
+        self.level3_word_weight = level3_word_weight
+        self.damsm_gamma1 = damsm_gamma1
+        self.damsm_gamma2 = damsm_gamma2
+        self.damsm_gamma3 = damsm_gamma3
+        self.discriminator_spectral_norm = discriminator_spectral_norm
+        self.initializer_range = initializer_range
+        super().__init__(**kwargs)
+        self.validate()
+
+    def validate(self):
+        """Raises `ValueError` naming the first field whose value cannot build a StageGAN."""
+        positive_ints = ("z_dim", "generator_channels", "discriminator_channels", "text_embed_dim")
+        for name in positive_ints:
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ("level2_residual_blocks", "level3_residual_blocks"):
+            _check_int(name, getattr(self, name), minimum=0)
+        for name in ("level2_sentence_weight", "level3_sentence_weight", "level3_word_weight"):
+            _check_float(name, getattr(self, name), minimum=0.0, strict=False)
+        for name in ("damsm_gamma1", "damsm_gamma2", "damsm_gamma3", "initializer_range"):
+            _check_float(name, getattr(self, name), minimum=0.0, strict=True)
+        _check_choice("fusion_type", self.fusion_type, FUSION_TYPES)
+        _check_choice("stage_gradient", self.stage_gradient, STAGE_GRADIENTS)
+        if not isinstance(self.discriminator_spectral_norm, bool):
+            raise ValueError(
+                f"`discriminator_spectral_norm` must be a bool, got {self.discriminator_spectral_norm!r}."
+            )
+
+        resolutions = self.stage_resolutions
+        if not isinstance(resolutions, (list, tuple)) or len(resolutions) != 3:
+            raise ValueError(f"`stage_resolutions` must be a list of 3 ints (x1, x2, x3 sides), got {resolutions!r}.")
+        for side in resolutions:
+            _check_int("stage_resolutions", side, minimum=8)
+        first, second, third = resolutions
+        if first % 8 != 0:
+            raise ValueError(
+                f"`stage_resolutions[0]` must be a multiple of 8 (level 1 upsamples three times from "
+                f"stage_resolutions[0] // 8), got {first}."
+            )
+        if first & (first - 1):
+            raise ValueError(
+                f"`stage_resolutions[0]` must be a power of two (the discriminators halve it down to 4x4), got {first}."
+            )
+        if second != 2 * first or third != 2 * second:
+            raise ValueError(
+                f"`stage_resolutions` must double at each level (levels 2 and 3 upsample once each), got {resolutions}; "
+                f"expected {[first, 2 * first, 4 * first]}."
+            )
+
+    @property
+    def initial_resolution(self) -> int:
+        """Side of the feature map that level 1 reshapes its noise into."""
+        return self.stage_resolutions[0] // 8
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
+
+
+def _check_float(name, value, minimum, strict):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value > minimum if strict else value >= minimum) and value == value
+    if not ok:
+        relation = ">" if strict else ">="
+        raise ValueError(f"`{name}` must be a number {relation} {minimum}, got {value!r}.")
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
+
+
+__all__ = ["StageGANConfig"]

@@ -1,0 +1,507 @@
+"""StageGAN models: building blocks, text fusion, the three-level generator and its three discriminators.
+
+Patent CN113781598B (GR-GAN). Level 1 turns noise alone into x1 (claim 2); level 2 fuses the sentence vector into
+x1's image features and refines them into x2 (claim 3); level 3 fuses the word vectors into x2's features and refines
+them into x3 (claim 4). D1 judges realism only, D2 judges (image, sentence), D3 judges (image, mean of the words).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_stagegan import StageGANConfig
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Outputs
+
+
+@dataclass
+class StageGANGeneratorOutput(ModelOutput):
+    """
+    Args:
+        images (`tuple[torch.FloatTensor]`):
+            One image per level that was run, in [-1, 1]: x1 `(batch, 3, r1, r1)`, x2 `(batch, 3, r2, r2)`,
+            x3 `(batch, 3, r3, r3)` where `(r1, r2, r3) = config.stage_resolutions`.
+        hidden_states (`tuple[torch.FloatTensor]`):
+            The image features each level turned into its image: `(batch, generator_channels, rk, rk)`.
+    """
+
+    images: tuple[torch.FloatTensor, ...] | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class StageGANDiscriminatorOutput(ModelOutput):
+    """
+    Args:
+        logits (`torch.FloatTensor` of shape `(batch,)`):
+            Real/fake logit of the level's discriminator; `sigmoid(logits)` is the patent's D(.).
+    """
+
+    logits: torch.FloatTensor | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building blocks (AttnGAN / DM-GAN style)
+
+
+def conv3x3(in_channels: int, out_channels: int, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=bias)
+
+
+class UpBlock(nn.Sequential):
+    """Nearest x2 upsampling, 3x3 conv, batch norm, GLU: `(B, Cin, H, W) -> (B, Cout, 2H, 2W)`."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            conv3x3(in_channels, out_channels * 2),
+            nn.BatchNorm2d(out_channels * 2),
+            nn.GLU(dim=1),
+        )
+
+
+class ResBlock(nn.Module):
+    """AttnGAN residual block: `x + BN(conv(GLU(BN(conv(x)))))`, shape-preserving."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            conv3x3(channels, channels * 2),
+            nn.BatchNorm2d(channels * 2),
+            nn.GLU(dim=1),
+            conv3x3(channels, channels),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states + self.block(hidden_states)
+
+
+class ImageHead(nn.Sequential):
+    """Image features to an RGB image in [-1, 1]: `(B, C, H, W) -> (B, 3, H, W)`."""
+
+    def __init__(self, channels: int):
+        super().__init__(conv3x3(channels, 3), nn.Tanh())
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.Tensor:
+    """Softmax over `dim` ignoring positions where `mask` is False; an all-masked row gives uniform weights, not NaN."""
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return scores.softmax(dim=dim)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Text fusion: how a level puts language into image features (patent [0077], [0096])
+
+
+class AttentionFusion(nn.Module):
+    """
+    AttnGAN-style fusion: each image position attends over the text vectors (the word vectors at level 3, the sentence
+    vector copied into one slot at level 2) and the attended context is stacked onto the image features.
+
+    `(B, C, H, W), (B, L, D), (B, L) -> (B, 2C, H, W)`
+    """
+
+    def __init__(self, channels: int, text_dim: int):
+        super().__init__()
+        self.text_proj = nn.Linear(text_dim, channels, bias=False)  # AttnGAN's 1x1 conv from word space to image space
+        self.scale = channels**-0.5
+
+    def forward(self, hidden_states, text_embeds, text_mask=None):
+        batch, channels, height, width = hidden_states.shape
+        query = hidden_states.flatten(2)  # (B, C, N)
+        keys = self.text_proj(text_embeds)  # (B, L, C)
+        scores = torch.bmm(keys, query) * self.scale  # (B, L, N)
+        mask = None if text_mask is None else text_mask[:, :, None]
+        weights = masked_softmax(scores, mask, dim=1)  # each position's attention over the L text slots
+        context = torch.bmm(keys.transpose(1, 2), weights)  # (B, C, N)
+        return torch.cat([hidden_states, context.view(batch, channels, height, width)], dim=1)
+
+
+class MemoryFusion(nn.Module):
+    """
+    DM-GAN dynamic memory: a memory-writing gate mixes each text slot with the image's global feature, key/value
+    projections address the memory from every image position (masked softmax over slots), and a response gate decides
+    how much of the memory read replaces the image feature. The gated features and the memory read are stacked.
+
+    `(B, C, H, W), (B, L, D), (B, L) -> (B, 2C, H, W)`
+    """
+
+    def __init__(self, channels: int, text_dim: int):
+        super().__init__()
+        self.text_to_memory = nn.Linear(text_dim, channels)  # M_w
+        self.image_to_memory = nn.Linear(channels, channels)  # M_r
+        self.write_gate_text = nn.Linear(text_dim, 1)  # A
+        self.write_gate_image = nn.Linear(channels, 1)  # B
+        self.key = nn.Conv1d(channels, channels, kernel_size=1)  # phi_K
+        self.value = nn.Conv1d(channels, channels, kernel_size=1)  # phi_V
+        self.response_gate = nn.Conv1d(channels * 2, 1, kernel_size=1)  # W_r
+        self.scale = channels**-0.5
+
+    def forward(self, hidden_states, text_embeds, text_mask=None):
+        batch, channels, height, width = hidden_states.shape
+        pixels = hidden_states.flatten(2)  # (B, C, N)
+        image_global = pixels.mean(dim=2)  # (B, C)
+
+        # memory writing: g_i = sigmoid(A w_i + B r), m_i = M_w(w_i) g_i + M_r(r) (1 - g_i)
+        write_gate = torch.sigmoid(self.write_gate_text(text_embeds) + self.write_gate_image(image_global)[:, None])
+        memory = self.text_to_memory(text_embeds) * write_gate + self.image_to_memory(image_global)[:, None] * (
+            1 - write_gate
+        )  # (B, L, C)
+
+        # key addressing and value reading
+        memory = memory.transpose(1, 2)  # (B, C, L)
+        keys, values = self.key(memory), self.value(memory)  # (B, C, L)
+        scores = torch.bmm(keys.transpose(1, 2), pixels) * self.scale  # (B, L, N)
+        mask = None if text_mask is None else text_mask[:, :, None]
+        weights = masked_softmax(scores, mask, dim=1)
+        response = torch.bmm(values, weights)  # (B, C, N)
+
+        # response gate: h' = o g + h (1 - g)
+        gate = torch.sigmoid(self.response_gate(torch.cat([response, pixels], dim=1)))  # (B, 1, N)
+        gated = response * gate + pixels * (1 - gate)
+        return torch.cat([gated, response], dim=1).view(batch, 2 * channels, height, width)
+
+
+FUSIONS = {"attention": AttentionFusion, "memory": MemoryFusion}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The three generator levels
+
+
+class UnconditionalLevel(nn.Module):
+    """Level 1 (claim 2): noise -> linear reshape to `(8C, r1/8, r1/8)` -> three upsampling blocks -> x1. No text."""
+
+    def __init__(self, config: StageGANConfig):
+        super().__init__()
+        channels = config.generator_channels * 8
+        side = config.initial_resolution
+        self.start_shape = (channels, side, side)
+        self.project = nn.Linear(config.z_dim, channels * 2 * side * side, bias=False)
+        self.project_norm = nn.BatchNorm2d(channels * 2)  # 2d so that a batch of one still trains
+        self.upsample = nn.Sequential(
+            UpBlock(channels, channels // 2), UpBlock(channels // 2, channels // 4), UpBlock(channels // 4, channels // 8)
+        )
+        self.to_image = ImageHead(config.generator_channels)
+
+    def forward(self, noise):
+        channels, side, _ = self.start_shape
+        hidden_states = self.project(noise).view(-1, 2 * channels, side, side)  # (B, 16C, s, s)
+        hidden_states = F.glu(self.project_norm(hidden_states), dim=1)  # (B, 8C, s, s)
+        hidden_states = self.upsample(hidden_states)  # (B, C, r1, r1)
+        return hidden_states, self.to_image(hidden_states)
+
+
+class RefinementLevel(nn.Module):
+    """
+    Levels 2 and 3 (claims 3, 4): fuse text into the previous level's image features, residual blocks, one
+    upsampling -> an image of twice the side.
+    """
+
+    def __init__(self, config: StageGANConfig, num_residual_blocks: int):
+        super().__init__()
+        channels = config.generator_channels
+        self.fusion = FUSIONS[config.fusion_type](channels, config.text_embed_dim)
+        self.residual = nn.Sequential(*[ResBlock(channels * 2) for _ in range(num_residual_blocks)])
+        self.upsample = UpBlock(channels * 2, channels)
+        self.to_image = ImageHead(channels)
+
+    def forward(self, hidden_states, text_embeds, text_mask=None):
+        hidden_states = self.fusion(hidden_states, text_embeds, text_mask)  # (B, 2C, r, r)
+        hidden_states = self.upsample(self.residual(hidden_states))  # (B, C, 2r, 2r)
+        return hidden_states, self.to_image(hidden_states)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The three discriminators
+
+
+def _maybe_spectral_norm(module: nn.Module, enabled: bool) -> nn.Module:
+    return spectral_norm(module) if enabled else module
+
+
+class ImageEncoder(nn.Sequential):
+    """Strided 4x4 convolutions from `(B, 3, r, r)` down to `(B, 8*ndf, 4, 4)`; widths follow the image size."""
+
+    def __init__(self, resolution: int, base_channels: int, use_spectral_norm: bool):
+        layers, in_channels = [], 3
+        num_downsamplings = int(math.log2(resolution // 4))
+        for index in range(num_downsamplings):
+            out_channels = base_channels * min(2**index, 8)
+            conv = nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1)
+            layers += [_maybe_spectral_norm(conv, use_spectral_norm), nn.LeakyReLU(0.2, inplace=True)]
+            in_channels = out_channels
+        super().__init__(*layers)
+        self.out_channels = in_channels
+
+
+class UnconditionalDiscriminator(nn.Module):
+    """D1: real or fake, nothing else; it never sees text (patent [0064])."""
+
+    def __init__(self, config: StageGANConfig, resolution: int):
+        super().__init__()
+        sn = config.discriminator_spectral_norm
+        self.encoder = ImageEncoder(resolution, config.discriminator_channels, sn)
+        self.to_logit = _maybe_spectral_norm(nn.Conv2d(self.encoder.out_channels, 1, kernel_size=4), sn)
+
+    def forward(self, images):
+        return self.to_logit(self.encoder(images)).flatten()  # (B,)
+
+
+class ConditionalDiscriminator(nn.Module):
+    """D2 / D3: does the image match the condition vector (the sentence at level 2, the mean word at level 3)?"""
+
+    def __init__(self, config: StageGANConfig, resolution: int):
+        super().__init__()
+        sn = config.discriminator_spectral_norm
+        self.encoder = ImageEncoder(resolution, config.discriminator_channels, sn)
+        channels = self.encoder.out_channels
+        self.joint = nn.Sequential(
+            _maybe_spectral_norm(conv3x3(channels + config.text_embed_dim, channels, bias=True), sn),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
+        self.to_logit = _maybe_spectral_norm(nn.Conv2d(channels, 1, kernel_size=4), sn)
+
+    def forward(self, images, condition):
+        features = self.encoder(images)  # (B, 8ndf, 4, 4)
+        condition = condition[:, :, None, None].expand(-1, -1, *features.shape[2:])  # (B, D, 4, 4)
+        return self.to_logit(self.joint(torch.cat([features, condition], dim=1))).flatten()  # (B,)
+
+
+def mean_word_embedding(word_embeds: torch.Tensor, word_mask: torch.Tensor | None) -> torch.Tensor:
+    """The patent's c_w-hat ([0111]): mean of the word vectors over non-padding words. `(B, L, D) -> (B, D)`."""
+    if word_mask is None:
+        return word_embeds.mean(dim=1)
+    weights = word_mask.to(word_embeds.dtype)[:, :, None]
+    return (word_embeds * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# PreTrainedModel classes
+
+
+class StageGANPreTrainedModel(PreTrainedModel):
+    config_class = StageGANConfig
+    base_model_prefix = "stagegan"
+    main_input_name = "noise"
+
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            # a spectral-normed conv keeps its learnable weight in `parametrizations.weight.original`
+            parametrized = parametrize.is_parametrized(module, "weight")
+            weight = module.parametrizations.weight.original if parametrized else module.weight
+            freshly_initialised = not getattr(weight, "_is_hf_initialized", False)
+            init.normal_(weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+            if parametrized and freshly_initialised:
+                # spectral norm's power-iteration vectors were estimated for the constructor's weight: redo them
+                norm = module.parametrizations.weight[0]
+                with torch.no_grad():
+                    norm._power_method(norm._reshape_weight_to_matrix(weight), 15)
+        elif isinstance(module, nn.BatchNorm2d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
+
+
+def _check_text(name: str, tensor, batch: int, ndim: int, dim: int):
+    if tensor is None:
+        raise ValueError(f"`{name}` is required for this level, got None.")
+    if tensor.ndim != ndim or tensor.shape[0] != batch or tensor.shape[-1] != dim:
+        expected = "(batch, dim)" if ndim == 2 else "(batch, num_words, dim)"
+        raise ValueError(
+            f"`{name}` must have shape {expected} with batch={batch} and dim=text_embed_dim={dim}, "
+            f"got {tuple(tensor.shape)}."
+        )
+
+
+class StageGANGenerator(StageGANPreTrainedModel):
+    r"""
+    The three-level StageGAN generator: noise -> x1 (level 1), + sentence -> x2 (level 2), + words -> x3 (level 3).
+
+    With `config.stage_gradient == "isolated"` (default, claim 8) the features of x1 and x2 enter the next level
+    detached, so each level's loss can only move that level's own parameters.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_stagegan import StageGANConfig, StageGANGenerator
+
+    >>> config = StageGANConfig(stage_resolutions=[16, 32, 64], generator_channels=8, text_embed_dim=32)
+    >>> generator = StageGANGenerator(config).eval()
+    >>> out = generator(noise=torch.randn(2, 100), sentence_embeds=torch.randn(2, 32), word_embeds=torch.randn(2, 5, 32))
+    >>> [tuple(image.shape) for image in out.images]
+    [(2, 3, 16, 16), (2, 3, 32, 32), (2, 3, 64, 64)]
+    ```
+    """
+
+    def __init__(self, config: StageGANConfig):
+        super().__init__(config)
+        self.level1 = UnconditionalLevel(config)
+        self.level2 = RefinementLevel(config, config.level2_residual_blocks)
+        self.level3 = RefinementLevel(config, config.level3_residual_blocks)
+        self.post_init()
+
+    @property
+    def levels(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """The three sub-networks G1, G2, G3 (claim 8 updates each with its own loss)."""
+        return (self.level1, self.level2, self.level3)
+
+    def forward(
+        self,
+        noise: torch.Tensor,
+        sentence_embeds: torch.Tensor | None = None,
+        word_embeds: torch.Tensor | None = None,
+        word_mask: torch.Tensor | None = None,
+        num_levels: int = 3,
+        return_dict: bool | None = None,
+    ) -> StageGANGeneratorOutput | tuple:
+        r"""
+        Args:
+            noise (`torch.FloatTensor` of shape `(batch, z_dim)`): the Gaussian noise z.
+            sentence_embeds (`torch.FloatTensor` of shape `(batch, text_embed_dim)`): c_s, needed from level 2 on.
+            word_embeds (`torch.FloatTensor` of shape `(batch, num_words, text_embed_dim)`): c_w, needed at level 3.
+            word_mask (`torch.BoolTensor` of shape `(batch, num_words)`, *optional*): True at real words, False at
+                padding and special tokens; all words count when omitted.
+            num_levels (`int`, defaults to 3): stop after level 1, 2 or 3.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if num_levels not in (1, 2, 3):
+            raise ValueError(f"`num_levels` must be 1, 2 or 3, got {num_levels!r}.")
+        if noise.ndim != 2 or noise.shape[1] != self.config.z_dim:
+            raise ValueError(f"`noise` must have shape (batch, z_dim={self.config.z_dim}), got {tuple(noise.shape)}.")
+        batch, dim = noise.shape[0], self.config.text_embed_dim
+        if num_levels >= 2:
+            _check_text("sentence_embeds", sentence_embeds, batch, 2, dim)
+        if num_levels == 3:
+            _check_text("word_embeds", word_embeds, batch, 3, dim)
+            if word_mask is not None and tuple(word_mask.shape) != tuple(word_embeds.shape[:2]):
+                raise ValueError(
+                    f"`word_mask` must have shape {tuple(word_embeds.shape[:2])} (batch, num_words), "
+                    f"got {tuple(word_mask.shape)}."
+                )
+            word_mask = None if word_mask is None else word_mask.bool()
+
+        isolated = self.config.stage_gradient == "isolated"
+        hidden, image = self.level1(noise)
+        hidden_states, images = [hidden], [image]
+        if num_levels >= 2:
+            hidden = hidden.detach() if isolated else hidden  # claim 8: L_G2 must not move G1
+            # level 2 fuses the sentence copied into a single text slot (patent [0077])
+            hidden, image = self.level2(hidden, sentence_embeds[:, None, :])
+            hidden_states.append(hidden)
+            images.append(image)
+        if num_levels == 3:
+            hidden = hidden.detach() if isolated else hidden  # claim 8: L_G3 must not move G1 or G2
+            hidden, image = self.level3(hidden, word_embeds, word_mask)
+            hidden_states.append(hidden)
+            images.append(image)
+
+        if not return_dict:
+            return (tuple(images), tuple(hidden_states))
+        return StageGANGeneratorOutput(images=tuple(images), hidden_states=tuple(hidden_states))
+
+
+class StageGANDiscriminator(StageGANPreTrainedModel):
+    r"""
+    The three StageGAN discriminators. `level1` (D1) sees only an image; `level2` (D2) an image and the sentence vector;
+    `level3` (D3) an image and the mean of the word vectors over real words. Each returns logits, `(batch,)`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_stagegan import StageGANConfig, StageGANDiscriminator
+
+    >>> config = StageGANConfig(stage_resolutions=[16, 32, 64], discriminator_channels=8, text_embed_dim=32)
+    >>> discriminator = StageGANDiscriminator(config)
+    >>> discriminator(torch.randn(2, 3, 16, 16), level=1).logits.shape
+    torch.Size([2])
+    ```
+    """
+
+    main_input_name = "images"
+
+    def __init__(self, config: StageGANConfig):
+        super().__init__(config)
+        first, second, third = config.stage_resolutions
+        self.level1 = UnconditionalDiscriminator(config, first)
+        self.level2 = ConditionalDiscriminator(config, second)
+        self.level3 = ConditionalDiscriminator(config, third)
+        self.post_init()
+
+    @property
+    def levels(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """The three sub-networks D1, D2, D3."""
+        return (self.level1, self.level2, self.level3)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        level: int,
+        sentence_embeds: torch.Tensor | None = None,
+        word_embeds: torch.Tensor | None = None,
+        word_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> StageGANDiscriminatorOutput | tuple:
+        r"""
+        Args:
+            images (`torch.FloatTensor` of shape `(batch, 3, r, r)`): images in [-1, 1] at the level's resolution.
+            level (`int`): 1, 2 or 3.
+            sentence_embeds (`torch.FloatTensor` of shape `(batch, text_embed_dim)`): level 2 only.
+            word_embeds (`torch.FloatTensor` of shape `(batch, num_words, text_embed_dim)`): level 3 only.
+            word_mask (`torch.BoolTensor` of shape `(batch, num_words)`, *optional*): level 3; True at real words.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if level not in (1, 2, 3):
+            raise ValueError(f"`level` must be 1, 2 or 3, got {level!r}.")
+        side = self.config.stage_resolutions[level - 1]
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, side, side):
+            raise ValueError(f"`images` for level {level} must have shape (batch, 3, {side}, {side}), got {tuple(images.shape)}.")
+        given = {"sentence_embeds": sentence_embeds, "word_embeds": word_embeds, "word_mask": word_mask}
+        allowed = {1: (), 2: ("sentence_embeds",), 3: ("word_embeds", "word_mask")}[level]
+        unexpected = [name for name, value in given.items() if value is not None and name not in allowed]
+        if unexpected:
+            raise ValueError(f"D{level} does not take {unexpected}; it is conditioned on {list(allowed) or 'nothing'}.")
+
+        batch, dim = images.shape[0], self.config.text_embed_dim
+        if level == 1:
+            logits = self.level1(images)
+        elif level == 2:
+            _check_text("sentence_embeds", sentence_embeds, batch, 2, dim)
+            logits = self.level2(images, sentence_embeds)
+        else:
+            _check_text("word_embeds", word_embeds, batch, 3, dim)
+            logits = self.level3(images, mean_word_embedding(word_embeds, word_mask))
+
+        if not return_dict:
+            return (logits,)
+        return StageGANDiscriminatorOutput(logits=logits)
+
+
+__all__ = [
+    "StageGANDiscriminator",
+    "StageGANDiscriminatorOutput",
+    "StageGANGenerator",
+    "StageGANGeneratorOutput",
+    "StageGANPreTrainedModel",
+    "mean_word_embedding",
+]

@@ -1,0 +1,206 @@
+"""One StageGAN training step, top to bottom: encode text, generate x1 x2 x3, update D1 D2 D3, update G1 G2 G3.
+
+Claim 8 of the patent: each level's loss updates its own sub-network. There are six optimizers, one per sub-network
+(G1, G2, G3, D1, D2, D3). With `config.stage_gradient == "isolated"` the generator detaches x1's and x2's features
+before the next level, so the summed generator loss L_G1 + L_G2_total + L_G3_total gives G1 exactly the gradient of
+L_G1, G2 that of L_G2_total and G3 that of L_G3_total: one backward pass, three independent updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import extract_model_from_parallel
+from torch import nn
+
+from .configuration_stagegan import StageGANConfig
+from .encoders import TextFeatures, encode_images, encode_text
+from .losses import (
+    clip_ft_loss,
+    discriminator_loss,
+    generator_loss,
+    sentence_image_loss,
+    word_region_loss,
+)
+from .modeling_stagegan import StageGANDiscriminator, StageGANGenerator, mean_word_embedding
+
+GENERATOR_KEYS = ("g1", "g2", "g3")
+DISCRIMINATOR_KEYS = ("d1", "d2", "d3")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; raised before any optimizer step uses it, so the weights stay intact."""
+
+
+def build_optimizers(
+    generator: StageGANGenerator,
+    discriminator: StageGANDiscriminator,
+    generator_lr: float = 2e-4,
+    discriminator_lr: float = 2e-4,
+    betas: tuple[float, float] = (0.5, 0.999),
+) -> dict[str, torch.optim.Optimizer]:
+    """Six Adam optimizers, one per sub-network (claim 8): keys `g1 g2 g3` (generator levels), `d1 d2 d3`."""
+    for name, value in (("generator_lr", generator_lr), ("discriminator_lr", discriminator_lr)):
+        if not value > 0:
+            raise ValueError(f"`{name}` must be > 0, got {value!r}.")
+    if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
+        raise ValueError(f"`betas` must be two numbers in [0, 1), got {betas!r}.")
+    optimizers = {}
+    for key, level in zip(GENERATOR_KEYS, generator.levels):
+        optimizers[key] = torch.optim.Adam(level.parameters(), lr=generator_lr, betas=betas)
+    for key, level in zip(DISCRIMINATOR_KEYS, discriminator.levels):
+        optimizers[key] = torch.optim.Adam(level.parameters(), lr=discriminator_lr, betas=betas)
+    return optimizers
+
+
+@contextmanager
+def frozen(*modules: nn.Module):
+    """Parameters of `modules` stop collecting gradients inside the block (a generator update must not touch D)."""
+    states = [(param, param.requires_grad) for module in modules for param in module.parameters()]
+    for param, _ in states:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param, requires_grad in states:
+            param.requires_grad_(requires_grad)
+
+
+def real_images_per_level(pixel_values: torch.Tensor, config: StageGANConfig) -> list[torch.Tensor]:
+    """The real image x_t at each level's resolution: `(B, 3, r3, r3)` -> `[(B, 3, rk, rk)]`."""
+    side = config.stage_resolutions[-1]
+    if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (3, side, side):
+        raise ValueError(f"`pixel_values` must have shape (batch, 3, {side}, {side}), got {tuple(pixel_values.shape)}.")
+    return [
+        pixel_values if size == side else F.interpolate(pixel_values, size=(size, size), mode="bilinear", antialias=True)
+        for size in config.stage_resolutions
+    ]
+
+
+def level_conditions(text: TextFeatures) -> list[torch.Tensor | None]:
+    """What D1, D2, D3 are conditioned on: nothing, the sentence c_s, the mean word vector c_w-hat ([0111])."""
+    return [None, text.sentence_embeds, mean_word_embedding(text.word_embeds, text.word_mask)]
+
+
+def discriminate(discriminator_level: nn.Module, images: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+    return discriminator_level(images) if condition is None else discriminator_level(images, condition)
+
+
+def generator_losses(
+    fake_images: Sequence[torch.Tensor],
+    text: TextFeatures,
+    discriminator_levels: Sequence[nn.Module],
+    clip_model: nn.Module,
+    config: StageGANConfig,
+) -> dict[str, torch.Tensor]:
+    """
+    The three generator losses of claims 5-7, each a tensor in the graph of its own level:
+    `g1` = L_G1, `g2` = L_G2_total = L_G2 + Loss_CLIP_FT_s, `g3` = L_G3_total = L_G3 + Loss_CLIP_FT; and their parts.
+    """
+    x1, x2, x3 = fake_images
+    conditions = level_conditions(text)
+    gammas = (config.damsm_gamma1, config.damsm_gamma2, config.damsm_gamma3)
+    losses = {}
+    losses["g1_adversarial"] = generator_loss(discriminate(discriminator_levels[0], x1, conditions[0]))
+
+    # level 2: sentence consistency of x2's global CLIP feature (claim 6, steps y1-y5)
+    features2 = encode_images(clip_model, x2)
+    losses["g2_adversarial"] = generator_loss(discriminate(discriminator_levels[1], x2, conditions[1]))
+    losses["clip_ft_s"] = sentence_image_loss(features2.image_embeds, text.sentence_embeds, gammas[2])
+
+    # level 3: sentence consistency of x3's global feature + word consistency of its regions (claim 7, z1-z7)
+    features3 = encode_images(clip_model, x3)
+    losses["g3_adversarial"] = generator_loss(discriminate(discriminator_levels[2], x3, conditions[2]))
+    losses["clip_ft_sentence"] = sentence_image_loss(features3.image_embeds, text.sentence_embeds, gammas[2])
+    losses["clip_ft_word"] = word_region_loss(features3.region_embeds, text.word_embeds, text.word_mask, *gammas)
+    losses["clip_ft"] = clip_ft_loss(
+        losses["clip_ft_sentence"], losses["clip_ft_word"], config.level3_sentence_weight, config.level3_word_weight
+    )
+
+    losses["g1"] = losses["g1_adversarial"]
+    losses["g2"] = losses["g2_adversarial"] + config.level2_sentence_weight * losses["clip_ft_s"]
+    losses["g3"] = losses["g3_adversarial"] + losses["clip_ft"]
+    return losses
+
+
+def _check_finite(name: str, loss: torch.Tensor):
+    if not torch.isfinite(loss.detach()).all():
+        raise NonFiniteLossError(f"Loss `{name}` is {loss.item()}; stopping before any optimizer uses it.")
+
+
+def training_step(
+    batch: Mapping[str, torch.Tensor],
+    *,
+    generator: nn.Module,
+    discriminator_levels: Sequence[nn.Module],
+    clip_model: nn.Module,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    accelerator=None,
+) -> dict[str, float]:
+    """
+    One three-level step on `batch` (`pixel_values` `(B, 3, r3, r3)` in [-1, 1], `input_ids`, `attention_mask`).
+
+    `generator` and the three `discriminator_levels` (D1, D2, D3: `discriminator.levels`) may be wrapped by
+    `accelerator.prepare`; `clip_model` is the fine-tuned, frozen CLIP_FT. Returns every loss as a float.
+    """
+    backward = accelerator.backward if accelerator is not None else torch.Tensor.backward
+    autocast = accelerator.autocast() if accelerator is not None else nullcontext()
+    config: StageGANConfig = extract_model_from_parallel(generator).config
+    raw_discriminators = [extract_model_from_parallel(level) for level in discriminator_levels]
+    logs = {}
+
+    with autocast:
+        # 1. encode text with the frozen CLIP_FT (claim 1): sentence vector c_s, word vectors c_w
+        with torch.no_grad():
+            text = encode_text(clip_model, batch["input_ids"], batch.get("attention_mask"))
+        real_images = real_images_per_level(batch["pixel_values"], config)
+        conditions = level_conditions(text)
+
+        # 2. generate x1 (noise only), x2 (+ sentence), x3 (+ words)
+        noise = torch.randn(real_images[0].shape[0], config.z_dim, device=real_images[0].device)
+        fake_images = generator(
+            noise=noise, sentence_embeds=text.sentence_embeds, word_embeds=text.word_embeds, word_mask=text.word_mask
+        ).images
+
+        # 3. discriminators, level by level: L_D1, L_D2, L_D3 (claims 5-7), each stepping only its own D
+        for level, key in enumerate(DISCRIMINATOR_KEYS):
+            optimizers[key].zero_grad(set_to_none=True)
+            # real and fake in one forward (one DDP forward per backward); D has no batch statistics to mix
+            images = torch.cat([real_images[level], fake_images[level].detach()])
+            condition = None if conditions[level] is None else conditions[level].repeat(2, 1)
+            real_logits, fake_logits = discriminate(discriminator_levels[level], images, condition).chunk(2)
+            loss = discriminator_loss(real_logits, fake_logits)
+            _check_finite(f"loss_d{level + 1}", loss)
+            backward(loss)
+            optimizers[key].step()
+            logs[f"loss_d{level + 1}"] = loss.item()
+
+        # 4. generators: L_G1 + L_G2_total + L_G3_total against the updated, frozen discriminators
+        for key in GENERATOR_KEYS:
+            optimizers[key].zero_grad(set_to_none=True)
+        with frozen(*raw_discriminators, clip_model):
+            losses = generator_losses(fake_images, text, raw_discriminators, clip_model, config)
+        total = losses["g1"] + losses["g2"] + losses["g3"]
+        for name in ("g1", "g2", "g3"):
+            _check_finite(f"loss_{name}", losses[name])
+        backward(total)
+        for key in GENERATOR_KEYS:
+            optimizers[key].step()
+
+    logs.update({f"loss_{name}": value.item() for name, value in losses.items()})
+    return logs
+
+
+__all__ = [
+    "NonFiniteLossError",
+    "build_optimizers",
+    "discriminate",
+    "frozen",
+    "generator_losses",
+    "level_conditions",
+    "real_images_per_level",
+    "training_step",
+]
