@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+from transformers import CLIPConfig, CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.utils import ModelOutput
 
@@ -110,6 +110,21 @@ def encode_images(
     return ImageFeatures(image_embeds=F.normalize(image, dim=-1), region_embeds=F.normalize(regions, dim=-1))
 
 
+def text_encoder_from_clip(clip_model: CLIPModel) -> CLIPTextModelWithProjection:
+    """
+    The text half of a (fine-tuned) `CLIPModel` as a `CLIPTextModelWithProjection`, all that generation needs.
+
+    Loading a `CLIPModel` folder directly with `CLIPTextModelWithProjection.from_pretrained` would take the text
+    config's default `projection_dim` rather than the model's, so the projection is copied explicitly here.
+    """
+    text_config = clip_model.config.text_config.to_dict()
+    text_config["projection_dim"] = clip_model.config.projection_dim
+    text_encoder = CLIPTextModelWithProjection(type(clip_model.config.text_config)(**text_config))
+    state = {k: v for k, v in clip_model.state_dict().items() if k.startswith(("text_model.", "text_projection."))}
+    text_encoder.load_state_dict(state, strict=True)
+    return text_encoder.to(clip_model.device, clip_model.dtype).eval()
+
+
 def train_clip_tokenizer(captions: Iterable[str], vocab_size: int = 1000, model_max_length: int = 77) -> CLIPTokenizer:
     """
     A CLIP tokenizer (same normaliser, pre-tokeniser, BPE with `</w>`, start/end tokens) whose vocabulary is learnt
@@ -163,6 +178,7 @@ __all__ = [
     "encode_images",
     "encode_text",
     "prepare_images",
+    "text_encoder_from_clip",
     "tokenize_prompts",
     "train_clip_tokenizer",
 ]

@@ -1,0 +1,114 @@
+"""Each loss against the patent's formula written out by hand on fixed inputs."""
+
+import math
+
+import pytest
+import torch
+
+from hf_stagegan.losses import (
+    clip_ft_loss,
+    discriminator_loss,
+    generator_loss,
+    sentence_image_loss,
+    word_region_loss,
+    word_region_similarity,
+)
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def test_discriminator_loss_is_the_patent_formula():
+    real, fake = [2.0, -1.0, 0.5], [-3.0, 0.25]
+    # L_D = -1/2 E_real[log D(x_t)] - 1/2 E_fake[log(1 - D(x_k))]
+    expected = -0.5 * sum(math.log(sigmoid(r)) for r in real) / 3 - 0.5 * sum(math.log(1 - sigmoid(f)) for f in fake) / 2
+    actual = discriminator_loss(torch.tensor(real, dtype=torch.float64), torch.tensor(fake, dtype=torch.float64))
+    assert actual.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_generator_loss_is_the_patent_formula():
+    fake = [-3.0, 0.25, 4.0]
+    expected = -0.5 * sum(math.log(sigmoid(f)) for f in fake) / 3  # L_G = -1/2 E[log D(x_k)]
+    assert generator_loss(torch.tensor(fake, dtype=torch.float64)).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_adversarial_losses_stay_finite_at_extreme_logits():
+    big = torch.tensor([1e4, -1e4, 88.0, -104.0, 3e38])
+    for value in (discriminator_loss(big, big), generator_loss(big), generator_loss(-big)):
+        assert torch.isfinite(value)
+    # a perfectly confident, correct D costs nothing; a confidently wrong one costs |logit| / 2 per term
+    assert discriminator_loss(torch.tensor([1e4]), torch.tensor([-1e4])).item() == 0.0
+    assert discriminator_loss(torch.tensor([-1e4]), torch.tensor([1e4])).item() == pytest.approx(1e4)
+    assert generator_loss(torch.tensor([-1e4])).item() == pytest.approx(0.5e4)
+    # gradients at extreme logits are finite too (no log(sigmoid()) underflow)
+    logits = torch.tensor([1e4, -1e4], requires_grad=True)
+    generator_loss(logits).backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[1].item() == pytest.approx(-0.25)
+
+
+def test_sentence_image_loss_is_symmetric_batch_cross_entropy():
+    torch.manual_seed(0)
+    images, sentences = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    gamma3 = 10.0
+    cos = [[(images[i] @ sentences[j] / images[i].norm() / sentences[j].norm()).item() for j in range(3)] for i in range(3)]
+    expected = 0.0
+    for i in range(3):  # image i should pick sentence i, and sentence i image i
+        expected -= math.log(math.exp(gamma3 * cos[i][i]) / sum(math.exp(gamma3 * cos[i][j]) for j in range(3))) / 3
+        expected -= math.log(math.exp(gamma3 * cos[i][i]) / sum(math.exp(gamma3 * cos[j][i]) for j in range(3))) / 3
+    assert sentence_image_loss(images, sentences, gamma3).item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_sentence_image_loss_prefers_matching_pairs():
+    embeds = torch.eye(4)
+    matched = sentence_image_loss(embeds, embeds)
+    shuffled = sentence_image_loss(embeds, embeds[[1, 0, 3, 2]])
+    assert matched < 0.01 < 10 < shuffled
+
+
+def _damsm_score_by_hand(regions, words, mask, gamma1, gamma2):
+    """R(Q, D) for one (image, text) pair, written out word by word."""
+    terms = []
+    for index in range(words.shape[0]):
+        if not mask[index]:
+            continue
+        w = words[index] / words[index].norm()
+        sims = [(w @ (r / r.norm())).item() for r in regions]
+        weights = [math.exp(gamma1 * s) for s in sims]
+        context = sum(weight * r / r.norm() for weight, r in zip(weights, regions)) / sum(weights)
+        relevance = (context @ w / context.norm()).item()
+        terms.append(math.exp(gamma2 * relevance))
+    return math.log(sum(terms)) / gamma2
+
+
+def test_word_region_loss_is_damsm_by_hand():
+    torch.manual_seed(1)
+    regions = torch.randn(2, 5, 3, dtype=torch.float64)  # 2 images, 5 regions
+    words = torch.randn(2, 4, 3, dtype=torch.float64)  # 2 texts, 4 word slots
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    g1, g2, g3 = 4.0, 5.0, 10.0
+    scores = [[_damsm_score_by_hand(regions[i], words[t], mask[t], g1, g2) for t in range(2)] for i in range(2)]
+    torch.testing.assert_close(
+        word_region_similarity(regions, words, mask, g1, g2), torch.tensor(scores, dtype=torch.float64)
+    )
+    expected = 0.0
+    for i in range(2):
+        expected -= math.log(math.exp(g3 * scores[i][i]) / sum(math.exp(g3 * scores[i][t]) for t in range(2))) / 2
+        expected -= math.log(math.exp(g3 * scores[i][i]) / sum(math.exp(g3 * scores[t][i]) for t in range(2))) / 2
+    assert word_region_loss(regions, words, mask, g1, g2, g3).item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_word_region_loss_ignores_padding_and_survives_empty_text():
+    torch.manual_seed(2)
+    regions, words = torch.randn(2, 5, 3), torch.randn(2, 4, 3)
+    mask = torch.tensor([[True, True, False, False], [True, False, False, False]])
+    changed = words.clone()
+    changed[0, 2:] = torch.randn(2, 3) * 50
+    torch.testing.assert_close(word_region_loss(regions, words, mask), word_region_loss(regions, changed, mask))
+    empty = torch.zeros_like(mask)
+    assert torch.isfinite(word_region_loss(regions, words, empty))
+
+
+def test_clip_ft_loss_weights_sentence_four_to_one():
+    assert clip_ft_loss(torch.tensor(2.0), torch.tensor(3.0)).item() == 4 * 2.0 + 1 * 3.0
+    assert clip_ft_loss(torch.tensor(2.0), torch.tensor(3.0), sentence_weight=1, word_weight=0).item() == 2.0

@@ -1,0 +1,207 @@
+import pytest
+import torch
+from accelerate import Accelerator
+
+from hf_stagegan import StageGANDiscriminator, StageGANGenerator
+from hf_stagegan.encoders import encode_images, encode_text, tokenize_prompts
+from hf_stagegan.losses import sentence_image_loss, word_region_loss
+from hf_stagegan.training import (
+    NonFiniteLossError,
+    build_optimizers,
+    generator_losses,
+    real_images_per_level,
+    training_step,
+)
+
+from .conftest import tiny_config
+
+RED, BLUE = torch.tensor([1.0, -1.0, -1.0]), torch.tensor([-1.0, -1.0, 1.0])
+
+
+def toy_batch(tokenizer, batch_size=8, seed=0, side=64):
+    """All-red images captioned "a red bird", all-blue ones "a blue bird", with a little noise."""
+    generator = torch.Generator().manual_seed(seed)
+    is_red = torch.arange(batch_size) % 2 == 0
+    colors = torch.where(is_red[:, None], RED, BLUE)[:, :, None, None].expand(-1, -1, side, side)
+    images = (0.8 * colors + 0.1 * torch.randn(batch_size, 3, side, side, generator=generator)).clamp(-1, 1)
+    text = tokenize_prompts(tokenizer, ["a red bird" if red else "a blue bird" for red in is_red])
+    return {"pixel_values": images, "input_ids": text.input_ids, "attention_mask": text.attention_mask}
+
+
+def build(config, seed=0):
+    torch.manual_seed(seed)
+    generator, discriminator = StageGANGenerator(config), StageGANDiscriminator(config)
+    return generator, discriminator, build_optimizers(generator, discriminator)
+
+
+def snapshot(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def changed(module, before):
+    return any(not torch.equal(p, q) for p, q in zip(module.parameters(), before))
+
+
+def fakes_and_text(generator, clip_model, batch):
+    text = encode_text(clip_model, batch["input_ids"], batch["attention_mask"])
+    noise = torch.randn(batch["input_ids"].shape[0], generator.config.z_dim)
+    images = generator(noise=noise, sentence_embeds=text.sentence_embeds, word_embeds=text.word_embeds, word_mask=text.word_mask).images
+    return images, text
+
+
+@pytest.mark.parametrize("stage_gradient", ["isolated", "end_to_end"])
+def test_claim8_level2_update_and_g1(tokenizer, clip_model, stage_gradient):
+    generator, discriminator, optimizers = build(tiny_config(stage_gradient=stage_gradient))
+    clip_model.requires_grad_(False)
+    images, text = fakes_and_text(generator, clip_model, toy_batch(tokenizer, 4))
+    losses = generator_losses(images, text, discriminator.levels, clip_model, generator.config)
+    g1_before, g2_before = snapshot(generator.level1), snapshot(generator.level2)
+
+    losses["g2"].backward()  # L_G2_total alone
+    optimizers["g1"].step()
+    optimizers["g2"].step()
+
+    assert changed(generator.level2, g2_before)
+    if stage_gradient == "isolated":
+        assert all(p.grad is None for p in generator.level1.parameters())
+        assert all(torch.equal(p, q) for p, q in zip(generator.level1.parameters(), g1_before))  # bit-identical
+    else:
+        assert changed(generator.level1, g1_before)
+
+
+def test_summed_generator_loss_gives_each_level_only_its_own_gradient(tokenizer, clip_model):
+    generator, discriminator, _ = build(tiny_config())
+    clip_model.requires_grad_(False)
+    images, text = fakes_and_text(generator, clip_model, toy_batch(tokenizer, 4))
+    losses = generator_losses(images, text, discriminator.levels, clip_model, generator.config)
+    total = losses["g1"] + losses["g2"] + losses["g3"]
+    for key, level in zip(("g1", "g2", "g3"), generator.levels):
+        params = list(level.parameters())
+        own = torch.autograd.grad(losses[key], params, retain_graph=True)
+        from_total = torch.autograd.grad(total, params, retain_graph=True)
+        for a, b in zip(own, from_total):
+            torch.testing.assert_close(a, b)
+
+
+def test_generator_losses_combine_parts_as_claims_6_and_7(tokenizer, clip_model):
+    config = tiny_config(level2_sentence_weight=0.5, level3_sentence_weight=3.0, level3_word_weight=2.0)
+    generator, discriminator, _ = build(config)
+    images, text = fakes_and_text(generator, clip_model, toy_batch(tokenizer, 4))
+    losses = generator_losses(images, text, discriminator.levels, clip_model, config)
+    features3 = encode_images(clip_model, images[2])
+    sentence3 = sentence_image_loss(features3.image_embeds, text.sentence_embeds)
+    word3 = word_region_loss(features3.region_embeds, text.word_embeds, text.word_mask)
+    torch.testing.assert_close(losses["clip_ft"], 3.0 * sentence3 + 2.0 * word3)
+    torch.testing.assert_close(losses["g3"], losses["g3_adversarial"] + 3.0 * sentence3 + 2.0 * word3)
+    torch.testing.assert_close(losses["g2"], losses["g2_adversarial"] + 0.5 * losses["clip_ft_s"])
+
+
+def test_training_step_updates_six_subnetworks_and_not_clip(tokenizer, clip_model):
+    generator, discriminator, optimizers = build(tiny_config())
+    clip_model.requires_grad_(False)
+    before = {name: snapshot(m) for name, m in zip(("g1", "g2", "g3", "d1", "d2", "d3"), generator.levels + discriminator.levels)}
+    clip_before = snapshot(clip_model)
+    logs = training_step(
+        toy_batch(tokenizer), generator=generator, discriminator_levels=discriminator.levels,
+        clip_model=clip_model, optimizers=optimizers,
+    )
+    for name, module in zip(before, generator.levels + discriminator.levels):
+        assert changed(module, before[name]), name
+    assert not changed(clip_model, clip_before)
+    expected = {"loss_d1", "loss_d2", "loss_d3", "loss_g1", "loss_g2", "loss_g3", "loss_clip_ft_s", "loss_clip_ft"}
+    assert expected <= logs.keys()
+    assert all(isinstance(v, float) for v in logs.values())
+
+
+def test_optimizers_partition_the_parameters():
+    generator, discriminator, optimizers = build(tiny_config())
+    owned = [id(p) for opt in optimizers.values() for group in opt.param_groups for p in group["params"]]
+    assert len(owned) == len(set(owned))  # no parameter has two optimizers
+    assert set(owned) == {id(p) for p in list(generator.parameters()) + list(discriminator.parameters())}
+    with pytest.raises(ValueError, match=r"`betas` must be two numbers in \[0, 1\), got \(0.5, 1.5\)"):
+        build_optimizers(generator, discriminator, betas=(0.5, 1.5))
+    with pytest.raises(ValueError, match="`generator_lr` must be > 0, got 0"):
+        build_optimizers(generator, discriminator, generator_lr=0)
+
+
+def test_non_finite_loss_stops_before_any_update(tokenizer, clip_model):
+    generator, discriminator, optimizers = build(tiny_config())
+    batch = toy_batch(tokenizer, 4)
+    batch["pixel_values"][0, 0, 0, 0] = float("nan")
+    before = snapshot(generator) + snapshot(discriminator)
+    with pytest.raises(NonFiniteLossError, match="Loss `loss_d1` is nan"):
+        training_step(batch, generator=generator, discriminator_levels=discriminator.levels, clip_model=clip_model, optimizers=optimizers)
+    after = snapshot(generator) + snapshot(discriminator)
+    assert all(torch.equal(p, q) for p, q in zip(before, after))
+
+
+def test_real_images_are_resized_per_level():
+    config = tiny_config()
+    sizes = [tuple(x.shape) for x in real_images_per_level(torch.zeros(2, 3, 64, 64), config)]
+    assert sizes == [(2, 3, 16, 16), (2, 3, 32, 32), (2, 3, 64, 64)]
+    with pytest.raises(ValueError, match=r"`pixel_values` must have shape \(batch, 3, 64, 64\), got \(2, 3, 32, 32\)"):
+        real_images_per_level(torch.zeros(2, 3, 32, 32), config)
+
+
+def test_training_step_under_accelerate_with_gradient_accumulation(tokenizer, clip_model):
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=2)
+    generator, discriminator, optimizers = build(tiny_config())
+    clip_model.requires_grad_(False)
+    prepared = accelerator.prepare(generator, *discriminator.levels, *optimizers.values())
+    generator_p, levels_p, optimizers_p = prepared[0], prepared[1:4], dict(zip(optimizers, prepared[4:]))
+    before = snapshot(generator)
+    for step in range(2):
+        with accelerator.accumulate(generator_p, *levels_p):
+            logs = training_step(
+                toy_batch(tokenizer, 4, seed=step), generator=generator_p, discriminator_levels=levels_p,
+                clip_model=clip_model, optimizers=optimizers_p, accelerator=accelerator,
+            )
+        assert changed(generator, before) == (step == 1)  # the first micro-batch only accumulates
+    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+
+
+def finetune_clip(clip_model, tokenizer, steps):
+    """CLIP_FT on the toy set: the patent's matching model is fine-tuned on the target data before the GAN."""
+    optimizer = torch.optim.Adam(clip_model.parameters(), lr=1e-3)
+    for step in range(steps):
+        batch = toy_batch(tokenizer, seed=1000 + step)
+        text = encode_text(clip_model, batch["input_ids"], batch["attention_mask"])
+        image = encode_images(clip_model, batch["pixel_values"])
+        loss = sentence_image_loss(image.image_embeds, text.sentence_embeds) + word_region_loss(
+            image.region_embeds, text.word_embeds, text.word_mask
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return clip_model.eval().requires_grad_(False)
+
+
+def red_minus_blue(generator, clip_model, tokenizer):
+    """How much redder (R - B, in [-2, 2] units) the "red" prompt's images are than the "blue" prompt's, per level."""
+    batch = tokenize_prompts(tokenizer, ["a red bird"] * 8 + ["a blue bird"] * 8)
+    text = encode_text(clip_model, batch.input_ids, batch.attention_mask)
+    noise = torch.randn(8, generator.config.z_dim, generator=torch.Generator().manual_seed(7)).repeat(2, 1)
+    generator.eval()
+    with torch.no_grad():
+        images = generator(noise=noise, sentence_embeds=text.sentence_embeds, word_embeds=text.word_embeds, word_mask=text.word_mask).images
+    generator.train()
+    redness = [(x[:, 0] - x[:, 2]).mean(dim=(1, 2)) for x in images]
+    return [(r[:8].mean() - r[8:].mean()).item() for r in redness]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fusion_type", ["attention", "memory"])
+def test_learning_red_caption_gives_redder_images(tokenizer, clip_model, fusion_type):
+    clip_model = finetune_clip(clip_model.train(), tokenizer, steps=40)
+    generator, discriminator, _ = build(tiny_config(fusion_type=fusion_type), seed=0)
+    optimizers = build_optimizers(generator, discriminator, generator_lr=2e-3, discriminator_lr=2e-3)
+    initial = red_minus_blue(generator, clip_model, tokenizer)
+    for step in range(60):
+        training_step(
+            toy_batch(tokenizer, seed=step), generator=generator, discriminator_levels=discriminator.levels,
+            clip_model=clip_model, optimizers=optimizers,
+        )
+    final = red_minus_blue(generator, clip_model, tokenizer)
+    assert abs(initial[2]) < 0.1  # untrained: no colour preference
+    assert final[0] == pytest.approx(0.0, abs=1e-6)  # level 1 never sees text
+    assert final[1] > 0.5 and final[2] > 0.5, final  # sentence (x2) and words (x3) now steer the colour
