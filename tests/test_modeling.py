@@ -206,7 +206,7 @@ def test_save_load_round_trip_identical_outputs(tmp_path, spectral_norm):
 def test_weights_are_initialised_from_config():
     config = tiny_config(initializer_range=0.05)
     generator = StageGANGenerator(config)
-    weight = generator.level2.residual[0].block[0].weight
+    weight = generator.level2.residual[0].block[0].conv.weight
     assert abs(weight.std().item() - 0.05) < 0.01
     discriminator = StageGANDiscriminator(config)
     original = discriminator.level1.to_logit.parametrizations.weight.original

@@ -59,15 +59,32 @@ def conv3x3(in_channels: int, out_channels: int, bias: bool = False) -> nn.Conv2
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=bias)
 
 
+class ConvNorm(nn.Module):
+    """
+    3x3 conv then batch norm. In eval mode the norm is folded into the conv's weights and bias, which saves a full
+    pass over the feature map (the largest ones are `(B, 64, 256, 256)`); the parameters are the usual two modules.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = conv3x3(in_channels, out_channels)
+        self.norm = nn.BatchNorm2d(out_channels)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self.norm(self.conv(hidden_states))
+        scale = self.norm.weight * torch.rsqrt(self.norm.running_var + self.norm.eps)  # (Cout,)
+        weight = self.conv.weight * scale[:, None, None, None]
+        bias = self.norm.bias - self.norm.running_mean * scale
+        return F.conv2d(hidden_states, weight, bias, padding=1)
+
+
 class UpBlock(nn.Sequential):
     """Nearest x2 upsampling, 3x3 conv, batch norm, GLU: `(B, Cin, H, W) -> (B, Cout, 2H, 2W)`."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__(
-            nn.Upsample(scale_factor=2, mode="nearest"),
-            conv3x3(in_channels, out_channels * 2),
-            nn.BatchNorm2d(out_channels * 2),
-            nn.GLU(dim=1),
+            nn.Upsample(scale_factor=2, mode="nearest"), ConvNorm(in_channels, out_channels * 2), nn.GLU(dim=1)
         )
 
 
@@ -76,13 +93,7 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.block = nn.Sequential(
-            conv3x3(channels, channels * 2),
-            nn.BatchNorm2d(channels * 2),
-            nn.GLU(dim=1),
-            conv3x3(channels, channels),
-            nn.BatchNorm2d(channels),
-        )
+        self.block = nn.Sequential(ConvNorm(channels, channels * 2), nn.GLU(dim=1), ConvNorm(channels, channels))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return hidden_states + self.block(hidden_states)
@@ -93,6 +104,16 @@ class ImageHead(nn.Sequential):
 
     def __init__(self, channels: int):
         super().__init__(conv3x3(channels, 3), nn.Tanh())
+
+
+def to_pixels(hidden_states: torch.Tensor) -> torch.Tensor:
+    """`(B, C, H, W) -> (B, N, C)`; a view, no copy, when the map is channels-last."""
+    return hidden_states.flatten(2).transpose(1, 2)
+
+
+def from_pixels(pixels: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`(B, N, C) -> (B, C, H, W)` shaped like `like`; a contiguous `(B, N, C)` becomes a channels-last map."""
+    return pixels.transpose(1, 2).unflatten(2, like.shape[-2:])
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.Tensor:
@@ -120,14 +141,13 @@ class AttentionFusion(nn.Module):
         self.scale = channels**-0.5
 
     def forward(self, hidden_states, text_embeds, text_mask=None):
-        batch, channels, height, width = hidden_states.shape
-        query = hidden_states.flatten(2)  # (B, C, N)
+        query = to_pixels(hidden_states)  # (B, N, C)
         keys = self.text_proj(text_embeds)  # (B, L, C)
-        scores = torch.bmm(keys, query) * self.scale  # (B, L, N)
-        mask = None if text_mask is None else text_mask[:, :, None]
-        weights = masked_softmax(scores, mask, dim=1)  # each position's attention over the L text slots
-        context = torch.bmm(keys.transpose(1, 2), weights)  # (B, C, N)
-        return torch.cat([hidden_states, context.view(batch, channels, height, width)], dim=1)
+        scores = torch.bmm(query, keys.transpose(1, 2)) * self.scale  # (B, N, L)
+        mask = None if text_mask is None else text_mask[:, None, :]
+        weights = masked_softmax(scores, mask, dim=-1)  # each position's attention over the L text slots
+        context = torch.bmm(weights, keys)  # (B, N, C)
+        return torch.cat([hidden_states, from_pixels(context, hidden_states)], dim=1)
 
 
 class MemoryFusion(nn.Module):
@@ -145,15 +165,14 @@ class MemoryFusion(nn.Module):
         self.image_to_memory = nn.Linear(channels, channels)  # M_r
         self.write_gate_text = nn.Linear(text_dim, 1)  # A
         self.write_gate_image = nn.Linear(channels, 1)  # B
-        self.key = nn.Conv1d(channels, channels, kernel_size=1)  # phi_K
-        self.value = nn.Conv1d(channels, channels, kernel_size=1)  # phi_V
-        self.response_gate = nn.Conv1d(channels * 2, 1, kernel_size=1)  # W_r
+        self.key = nn.Linear(channels, channels)  # phi_K
+        self.value = nn.Linear(channels, channels)  # phi_V
+        self.response_gate = nn.Linear(channels * 2, 1)  # W_r
         self.scale = channels**-0.5
 
     def forward(self, hidden_states, text_embeds, text_mask=None):
-        batch, channels, height, width = hidden_states.shape
-        pixels = hidden_states.flatten(2)  # (B, C, N)
-        image_global = pixels.mean(dim=2)  # (B, C)
+        pixels = to_pixels(hidden_states)  # (B, N, C)
+        image_global = pixels.mean(dim=1)  # (B, C)
 
         # memory writing: g_i = sigmoid(A w_i + B r), m_i = M_w(w_i) g_i + M_r(r) (1 - g_i)
         write_gate = torch.sigmoid(self.write_gate_text(text_embeds) + self.write_gate_image(image_global)[:, None])
@@ -162,17 +181,16 @@ class MemoryFusion(nn.Module):
         )  # (B, L, C)
 
         # key addressing and value reading
-        memory = memory.transpose(1, 2)  # (B, C, L)
-        keys, values = self.key(memory), self.value(memory)  # (B, C, L)
-        scores = torch.bmm(keys.transpose(1, 2), pixels) * self.scale  # (B, L, N)
-        mask = None if text_mask is None else text_mask[:, :, None]
-        weights = masked_softmax(scores, mask, dim=1)
-        response = torch.bmm(values, weights)  # (B, C, N)
+        keys, values = self.key(memory), self.value(memory)  # (B, L, C)
+        scores = torch.bmm(pixels, keys.transpose(1, 2)) * self.scale  # (B, N, L)
+        mask = None if text_mask is None else text_mask[:, None, :]
+        weights = masked_softmax(scores, mask, dim=-1)
+        response = torch.bmm(weights, values)  # (B, N, C)
 
         # response gate: h' = o g + h (1 - g)
-        gate = torch.sigmoid(self.response_gate(torch.cat([response, pixels], dim=1)))  # (B, 1, N)
+        gate = torch.sigmoid(self.response_gate(torch.cat([response, pixels], dim=-1)))  # (B, N, 1)
         gated = response * gate + pixels * (1 - gate)
-        return torch.cat([gated, response], dim=1).view(batch, 2 * channels, height, width)
+        return torch.cat([from_pixels(gated, hidden_states), from_pixels(response, hidden_states)], dim=1)
 
 
 FUSIONS = {"attention": AttentionFusion, "memory": MemoryFusion}
@@ -200,6 +218,8 @@ class UnconditionalLevel(nn.Module):
     def forward(self, noise):
         channels, side, _ = self.start_shape
         hidden_states = self.project(noise).view(-1, 2 * channels, side, side)  # (B, 16C, s, s)
+        # channels-last from here on: every conv and elementwise op downstream keeps it (no layout copies)
+        hidden_states = hidden_states.contiguous(memory_format=torch.channels_last)
         hidden_states = F.glu(self.project_norm(hidden_states), dim=1)  # (B, 8C, s, s)
         hidden_states = self.upsample(hidden_states)  # (B, C, r1, r1)
         return hidden_states, self.to_image(hidden_states)
