@@ -3,6 +3,7 @@ import torch
 from accelerate import Accelerator
 
 from hf_stagegan import StageGANDiscriminator, StageGANGenerator
+from hf_stagegan.clip_finetuning import clip_finetuning_step
 from hf_stagegan.encoders import encode_images, encode_text, tokenize_prompts
 from hf_stagegan.losses import sentence_image_loss, word_region_loss
 from hf_stagegan.training import (
@@ -164,15 +165,7 @@ def finetune_clip(clip_model, tokenizer, steps):
     """CLIP_FT on the toy set: the patent's matching model is fine-tuned on the target data before the GAN."""
     optimizer = torch.optim.Adam(clip_model.parameters(), lr=1e-3)
     for step in range(steps):
-        batch = toy_batch(tokenizer, seed=1000 + step)
-        text = encode_text(clip_model, batch["input_ids"], batch["attention_mask"])
-        image = encode_images(clip_model, batch["pixel_values"])
-        loss = sentence_image_loss(image.image_embeds, text.sentence_embeds) + word_region_loss(
-            image.region_embeds, text.word_embeds, text.word_mask
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        clip_finetuning_step(toy_batch(tokenizer, seed=1000 + step), clip_model, optimizer)
     return clip_model.eval().requires_grad_(False)
 
 
