@@ -1,6 +1,6 @@
 import torch
 
-from hf_stagegan.clip_finetuning import clip_finetuning_step, clip_matching_losses
+from hf_stagegan.clip_finetuning import CLIPMatchingLoss, clip_finetuning_step, clip_matching_losses
 from hf_stagegan.encoders import build_clip_from_scratch
 
 from .test_training import toy_batch
@@ -14,7 +14,7 @@ def test_clip_from_scratch_learns_to_match_captions(tokenizer):
     with torch.no_grad():
         before = {k: v.item() for k, v in clip_matching_losses(clip, held_out).items()}
     for step in range(30):
-        logs = clip_finetuning_step(toy_batch(tokenizer, seed=step), clip, optimizer)
+        logs = clip_finetuning_step(toy_batch(tokenizer, seed=step), CLIPMatchingLoss(clip), optimizer)
     with torch.no_grad():
         after = {k: v.item() for k, v in clip_matching_losses(clip, held_out).items()}
     assert set(logs) == {"clip_loss", "clip_sentence", "clip_word"}

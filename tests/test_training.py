@@ -3,7 +3,7 @@ import torch
 from accelerate import Accelerator
 
 from hf_stagegan import StageGANDiscriminator, StageGANGenerator
-from hf_stagegan.clip_finetuning import clip_finetuning_step
+from hf_stagegan.clip_finetuning import CLIPMatchingLoss, clip_finetuning_step
 from hf_stagegan.encoders import encode_images, encode_text, tokenize_prompts
 from hf_stagegan.losses import sentence_image_loss, word_region_loss
 from hf_stagegan.training import (
@@ -165,7 +165,7 @@ def finetune_clip(clip_model, tokenizer, steps):
     """CLIP_FT on the toy set: the patent's matching model is fine-tuned on the target data before the GAN."""
     optimizer = torch.optim.Adam(clip_model.parameters(), lr=1e-3)
     for step in range(steps):
-        clip_finetuning_step(toy_batch(tokenizer, seed=1000 + step), clip_model, optimizer)
+        clip_finetuning_step(toy_batch(tokenizer, seed=1000 + step), CLIPMatchingLoss(clip_model), optimizer)
     return clip_model.eval().requires_grad_(False)
 
 

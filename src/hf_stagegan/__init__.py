@@ -10,6 +10,7 @@ from .modeling_stagegan import (
     StageGANGeneratorOutput,
     StageGANPreTrainedModel,
 )
+from .pipeline_stagegan import StageGANPipeline, StageGANPipelineOutput
 
 __version__ = "0.1.0"
 
@@ -24,5 +25,7 @@ __all__ = [
     "StageGANDiscriminatorOutput",
     "StageGANGenerator",
     "StageGANGeneratorOutput",
+    "StageGANPipeline",
+    "StageGANPipelineOutput",
     "StageGANPreTrainedModel",
 ]

@@ -41,18 +41,24 @@ def build_optimizers(
     generator_lr: float = 2e-4,
     discriminator_lr: float = 2e-4,
     betas: tuple[float, float] = (0.5, 0.999),
+    discriminator_betas: tuple[float, float] | None = None,
 ) -> dict[str, torch.optim.Optimizer]:
-    """Six Adam optimizers, one per sub-network (claim 8): keys `g1 g2 g3` (generator levels), `d1 d2 d3`."""
+    """
+    Six Adam optimizers, one per sub-network (claim 8): keys `g1 g2 g3` (generator levels), `d1 d2 d3`.
+    `betas` are the generators' (and the discriminators' unless `discriminator_betas` is given).
+    """
+    discriminator_betas = discriminator_betas or betas
     for name, value in (("generator_lr", generator_lr), ("discriminator_lr", discriminator_lr)):
         if not value > 0:
             raise ValueError(f"`{name}` must be > 0, got {value!r}.")
-    if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
-        raise ValueError(f"`betas` must be two numbers in [0, 1), got {betas!r}.")
+    for name, value in (("betas", betas), ("discriminator_betas", discriminator_betas)):
+        if len(value) != 2 or not all(0 <= beta < 1 for beta in value):
+            raise ValueError(f"`{name}` must be two numbers in [0, 1), got {value!r}.")
     optimizers = {}
     for key, level in zip(GENERATOR_KEYS, generator.levels):
         optimizers[key] = torch.optim.Adam(level.parameters(), lr=generator_lr, betas=betas)
     for key, level in zip(DISCRIMINATOR_KEYS, discriminator.levels):
-        optimizers[key] = torch.optim.Adam(level.parameters(), lr=discriminator_lr, betas=betas)
+        optimizers[key] = torch.optim.Adam(level.parameters(), lr=discriminator_lr, betas=discriminator_betas)
     return optimizers
 
 
