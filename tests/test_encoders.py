@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 from transformers import CLIPTextModelWithProjection
@@ -67,3 +70,14 @@ def test_trained_tokenizer_is_a_clip_tokenizer(tokenizer, tmp_path):
     assert tokenizer.model_max_length == 16
     with pytest.raises(ValueError, match="`vocab_size` must be >= 300"):
         train_clip_tokenizer(["a bird"], vocab_size=10)
+
+
+def test_trained_tokenizer_ids_are_the_same_in_every_process():
+    """The BPE trainer numbers symbols in hash-map order; our ids must not depend on the process (resumable runs)."""
+    script = (
+        "import json; from hf_stagegan.encoders import train_clip_tokenizer;"
+        "t = train_clip_tokenizer(['a red bird with black wings', 'a small blue bird'] * 5, vocab_size=300);"
+        "print(json.dumps(t.get_vocab(), sort_keys=True))"
+    )
+    vocabularies = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout for _ in range(3)}
+    assert len(vocabularies) == 1

@@ -7,6 +7,7 @@ sentence and the global image, so that all four live in CLIP's joint space (DESI
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -129,10 +130,22 @@ def train_clip_tokenizer(captions: Iterable[str], vocab_size: int = 1000, model_
     """
     A CLIP tokenizer (same normaliser, pre-tokeniser, BPE with `</w>`, start/end tokens) whose vocabulary is learnt
     from `captions`: the offline stand-in for a pretrained CLIP's tokenizer.
+
+    The ids are canonical (special tokens, then the base symbols sorted, then the merges in order): the BPE trainer
+    numbers base symbols in hash-map order, which differs between processes, and the same captions must give the
+    same token ids every time (reproducible and resumable training).
     """
     if vocab_size < 300:
         raise ValueError(f"`vocab_size` must be >= 300 (256 byte symbols + special tokens + merges), got {vocab_size}.")
-    tokenizer = CLIPTokenizer().train_new_from_iterator(captions, vocab_size=vocab_size)
+    trained = CLIPTokenizer().train_new_from_iterator(captions, vocab_size=vocab_size)
+    model = json.loads(trained.backend_tokenizer.to_str())["model"]
+    merges = [tuple(merge.split(" ")) if isinstance(merge, str) else tuple(merge) for merge in model["merges"]]
+    vocab = model["vocab"]
+    special = sorted((token for token in vocab if token in trained.all_special_tokens), key=vocab.get)
+    products = list(dict.fromkeys(left + right for left, right in merges))
+    alphabet = sorted(set(vocab) - set(special) - set(products))
+    ordered = special + alphabet + [token for token in products if token not in special]
+    tokenizer = CLIPTokenizer(vocab={token: index for index, token in enumerate(ordered)}, merges=merges)
     tokenizer.model_max_length = model_max_length  # CLIP's context length (77) unless the text model is shorter
     return tokenizer
 
