@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import huggingface_hub
+import numpy as np
 import PIL.Image
 import pytest
 import torch
@@ -346,7 +347,9 @@ def test_model_card_metadata_and_content(pipe, tmp_path):
     assert grid.size == (2 * 64, 2 * 64)  # 3 samples on a 2 x 2 grid
     # the first tile is the pipeline's image for the first prompt at the first seed
     first = pipe(SHORT, generator=torch.Generator().manual_seed(7)).images[0]
-    assert list(grid.crop((0, 0, 64, 64)).getdata()) == list(first.getdata())
+    # (the grid is drawn as one batch: float rounding may move a pixel by one 8-bit level)
+    tile, expected = np.asarray(grid.crop((0, 0, 64, 64)), dtype=int), np.asarray(first, dtype=int)
+    assert np.abs(tile - expected).max() <= 1
     assert card.text == text
 
 

@@ -3,6 +3,8 @@
 from transformers import AutoConfig, AutoModel
 
 from .configuration_stagegan import StageGANConfig
+from .data import build_dataloader, check_columns, load_image_text_dataset
+from .evaluation import color_accuracy, predict_colors
 from .modeling_stagegan import (
     StageGANDiscriminator,
     StageGANDiscriminatorOutput,
@@ -11,6 +13,7 @@ from .modeling_stagegan import (
     StageGANPreTrainedModel,
 )
 from .pipeline_stagegan import StageGANPipeline, StageGANPipelineOutput
+from .synthbirds import build_synthbirds, generate_bird, load_synthbirds
 
 __version__ = "0.1.0"
 
@@ -28,4 +31,12 @@ __all__ = [
     "StageGANPipeline",
     "StageGANPipelineOutput",
     "StageGANPreTrainedModel",
+    "build_dataloader",
+    "build_synthbirds",
+    "check_columns",
+    "color_accuracy",
+    "generate_bird",
+    "load_image_text_dataset",
+    "load_synthbirds",
+    "predict_colors",
 ]

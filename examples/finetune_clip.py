@@ -1,0 +1,105 @@
+"""CLIP_FT: fine-tune a CLIP on image-caption pairs with the sentence-image and word-region losses of GR-GAN.
+
+Start from a pretrained CLIP (Hub id or folder), or offline from scratch (a tokenizer trained on the captions and a
+small CLIP). The output folder is a standard CLIP folder (model + tokenizer) for `train.py --clip_model_name_or_path`:
+
+    accelerate launch examples/finetune_clip.py --output_dir clip-ft-synthbirds             # SynthBirds, from scratch
+    accelerate launch examples/finetune_clip.py --clip_model_name_or_path openai/clip-vit-base-patch32 \\
+        --dataset_name org/cub-captions --caption_column captions --output_dir clip-ft-cub --max_train_steps 5000
+    accelerate launch examples/train.py --clip_model_name_or_path clip-ft-synthbirds
+"""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from hf_stagegan.clip_finetuning import SMALL_CLIP, clip_matching_losses, finetune_clip, load_or_build_clip
+from hf_stagegan.data import build_dataloader, check_columns, load_image_text_dataset
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clip_model_name_or_path", help="default: a small CLIP from scratch")
+    parser.add_argument("--dataset_name", help="Hub dataset id or local folder; default: built-in SynthBirds")
+    parser.add_argument("--dataset_config_name")
+    parser.add_argument("--train_data_dir")
+    parser.add_argument("--image_column")
+    parser.add_argument("--caption_column")
+    parser.add_argument("--cache_dir")
+    parser.add_argument("--synthbirds_num_train", type=int, default=2000)
+    parser.add_argument("--vocab_size", type=int, default=1000, help="tokenizer size when training from scratch")
+    parser.add_argument("--hidden_size", type=int, default=SMALL_CLIP["hidden_size"], help="from scratch only")
+    parser.add_argument("--num_hidden_layers", type=int, default=SMALL_CLIP["num_hidden_layers"], help="from scratch only")
+    parser.add_argument("--projection_dim", type=int, default=SMALL_CLIP["projection_dim"], help="from scratch only")
+    parser.add_argument("--train_batch_size", type=int, default=32)
+    parser.add_argument("--max_train_steps", type=int, default=600)
+    parser.add_argument("--learning_rate", type=float, default=5e-4)
+    parser.add_argument("--word_weight", type=float, default=1.0, help="weight of the word-region loss")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cpu", action="store_true")
+    parser.add_argument("--output_dir", default="clip-ft")
+    args = parser.parse_args(argv)
+    for name in ("train_batch_size", "max_train_steps", "vocab_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+@torch.no_grad()
+def probe_losses(clip_model, batch, device):
+    clip_model.eval()
+    losses = clip_matching_losses(clip_model, {k: v.to(device) for k, v in batch.items()})
+    return {k: v.item() for k, v in losses.items()}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    accelerator = Accelerator(cpu=args.cpu)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+
+    # SynthBirds is generated in memory by every process (same seed, same data) unless --cache_dir keeps one build
+    synthbirds = {} if (args.dataset_name or args.train_data_dir) else {"num_train": args.synthbirds_num_train, "num_test": 0}
+    with accelerator.main_process_first():
+        dataset = load_image_text_dataset(
+            args.dataset_name, args.train_data_dir, dataset_config_name=args.dataset_config_name,
+            cache_dir=args.cache_dir, **synthbirds,
+        )
+    image_column, caption_column = check_columns(dataset, args.image_column, args.caption_column)
+    captions = dataset[caption_column]
+    captions = [c for group in captions for c in group] if captions and isinstance(captions[0], list) else captions
+    sizes = dict(hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers, projection_dim=args.projection_dim)
+    clip_model, tokenizer = load_or_build_clip(args.clip_model_name_or_path, captions, args.vocab_size, **sizes)
+
+    dataloader = build_dataloader(
+        dataset, tokenizer, clip_model.config.vision_config.image_size, args.train_batch_size, seed=args.seed,
+        image_column=image_column, caption_column=caption_column,
+    )
+    # a fixed batch (last epoch's ordering seed, never the first training batches) to report the loss before and after
+    probe = next(iter(build_dataloader(
+        dataset, tokenizer, clip_model.config.vision_config.image_size, args.train_batch_size, seed=args.seed + 1,
+        image_column=image_column, caption_column=caption_column,
+    )))
+    before = probe_losses(clip_model.to(accelerator.device), probe, accelerator.device)
+    clip_model = finetune_clip(clip_model, dataloader, accelerator, args.max_train_steps, args.learning_rate, word_weight=args.word_weight)
+    after = probe_losses(clip_model, probe, accelerator.device)
+
+    if accelerator.is_main_process:
+        output_dir = Path(args.output_dir)
+        clip_model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        metrics = {"steps": args.max_train_steps, "loss_before": before, "loss_after": after}
+        (output_dir / "clip_ft_metrics.json").write_text(json.dumps(metrics, indent=2))
+        logger.info(f"CLIP_FT matching losses on a probe batch: before {before}, after {after}. Saved to {output_dir}")
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()

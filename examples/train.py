@@ -1,0 +1,381 @@
+"""Train a StageGAN (GR-GAN, patent CN113781598B) text-to-image model with accelerate.
+
+The main job, with no arguments: build the SynthBirds dataset, train a small CLIP on its captions (CLIP_FT), train a
+CPU-sized StageGAN (16 / 32 / 64 px), and save a pipeline that `StageGANPipeline.from_pretrained` loads:
+
+    accelerate launch examples/train.py                                   # -> ./stagegan-synthbirds
+    python -c "from hf_stagegan import StageGANPipeline; \\
+        StageGANPipeline.from_pretrained('stagegan-synthbirds')('a red bird').images[0].save('red.png')"
+
+Your own data and CLIP (a Hub dataset or an imagefolder with metadata.jsonl; a pretrained or fine-tuned CLIP):
+
+    accelerate launch examples/train.py --dataset_name org/cub-captions --caption_column captions \\
+        --clip_model_name_or_path clip-ft-cub --resolution 256 --train_batch_size 8 --use_ema \\
+        --output_dir stagegan-cub --push_to_hub --hub_model_id org/stagegan-cub
+
+Several processes (data parallel; on a machine without GPU add --cpu):
+
+    accelerate launch --multi_gpu --num_processes 2 examples/train.py --cpu
+
+Resume the newest checkpoint of a run:
+
+    accelerate launch examples/train.py --output_dir stagegan-synthbirds --resume_from_checkpoint latest
+"""
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from tqdm.auto import tqdm
+
+from hf_stagegan import StageGANConfig, StageGANDiscriminator, StageGANGenerator, StageGANPipeline
+from hf_stagegan.checkpointing import (
+    GeneratorEMA,
+    list_checkpoints,
+    load_checkpoint,
+    register_model_hooks,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from hf_stagegan.clip_finetuning import finetune_clip, load_or_build_clip
+from hf_stagegan.data import build_dataloader, check_columns, load_image_text_dataset
+from hf_stagegan.encoders import text_encoder_from_clip
+from hf_stagegan.evaluation import color_accuracy
+from hf_stagegan.hub import image_grid, push_folder_to_hub, save_stagegan_pipeline
+from hf_stagegan.synthbirds import short_caption
+from hf_stagegan.training import NonFiniteLossError, build_optimizers, training_step
+
+logger = get_logger(__name__)
+
+DEFAULT_VALIDATION_PROMPTS = ["a red bird", "a blue bird", "a yellow bird", "a green bird"]
+# what the main job's "a red bird is a red bird" is measured on (SynthBirds body colours)
+EVALUATION_COLORS = ["red", "blue", "yellow", "green", "black", "white", "brown", "orange"]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_name", help="Hub dataset id or local dataset folder; default: built-in SynthBirds")
+    data.add_argument("--dataset_config_name")
+    data.add_argument("--train_data_dir", help="a local imagefolder with metadata.jsonl captions")
+    data.add_argument("--image_column", help="default: 'image'")
+    data.add_argument("--caption_column", help="a string or list-of-strings column; default: 'captions', else 'text'")
+    data.add_argument("--cache_dir")
+    data.add_argument("--synthbirds_num_train", type=int, default=2000)
+    data.add_argument("--random_flip", action="store_true")
+    data.add_argument("--dataloader_num_workers", type=int, default=0)
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model_config", help="a StageGANConfig JSON file or folder; overrides the flags below")
+    model.add_argument("--resolution", type=int, default=64, help="side of x3; x1 and x2 are 1/4 and 1/2 of it")
+    model.add_argument("--generator_channels", type=int, default=32)
+    model.add_argument("--discriminator_channels", type=int, default=32)
+    model.add_argument("--fusion_type", default="attention", choices=["attention", "memory"])
+    model.add_argument("--stage_gradient", default="isolated", choices=["isolated", "end_to_end"])
+
+    clip = parser.add_argument_group("CLIP_FT")
+    clip.add_argument("--clip_model_name_or_path", help="a (fine-tuned) CLIP; default: train a small one from scratch")
+    clip.add_argument("--clip_finetune_steps", type=int, help="CLIP_FT steps before the GAN (default: 600 from scratch, 0 for a given CLIP)")
+    clip.add_argument("--clip_learning_rate", type=float, default=5e-4)
+    clip.add_argument("--clip_batch_size", type=int, default=32)
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--train_batch_size", type=int, default=16, help="per process")
+    train.add_argument("--max_train_steps", type=int, help="default: 1500 when --num_train_epochs is not given")
+    train.add_argument("--num_train_epochs", type=int)
+    train.add_argument("--generator_learning_rate", type=float, default=5e-4)
+    train.add_argument("--discriminator_learning_rate", type=float, default=5e-4)
+    train.add_argument("--generator_adam_beta1", type=float, default=0.5)
+    train.add_argument("--generator_adam_beta2", type=float, default=0.999)
+    train.add_argument("--discriminator_adam_beta1", type=float, default=0.5)
+    train.add_argument("--discriminator_adam_beta2", type=float, default=0.999)
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], help="default: accelerate config")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--use_ema", action="store_true", help="save an exponential moving average of the generator")
+    train.add_argument("--ema_decay", type=float, default=0.999)
+    train.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+
+    save = parser.add_argument_group("checkpoints, validation, logging, sharing")
+    save.add_argument("--output_dir", default="stagegan-synthbirds")
+    save.add_argument("--overwrite_output_dir", action="store_true", help="delete what a previous run left there")
+    save.add_argument("--checkpointing_steps", type=int, default=500)
+    save.add_argument("--checkpoints_total_limit", type=int, default=2)
+    save.add_argument("--resume_from_checkpoint", help="'latest' or a checkpoint folder")
+    save.add_argument("--validation_prompts", nargs="+", default=DEFAULT_VALIDATION_PROMPTS)
+    save.add_argument("--validation_steps", type=int, default=500)
+    save.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all, or none")
+    save.add_argument("--push_to_hub", action="store_true")
+    save.add_argument("--hub_model_id", help="default: the output folder's name")
+    save.add_argument("--hub_token")
+    args = parser.parse_args(argv)
+
+    positive = ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps", "resolution")
+    for name in positive:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("max_train_steps", "num_train_epochs", "checkpoints_total_limit"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.dataset_name and args.train_data_dir:
+        parser.error("give --dataset_name or --train_data_dir, not both")
+    if args.max_train_steps is None and args.num_train_epochs is None:
+        args.max_train_steps = 1500
+    if args.clip_finetune_steps is None:
+        args.clip_finetune_steps = 0 if args.clip_model_name_or_path else 600
+    return args
+
+
+def check_output_dir(args, accelerator):
+    """A second run into a used folder must say so, not overwrite it silently nor fail later on a clash."""
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise SystemExit(f"--output_dir {output_dir} exists and is not a folder.")
+    used = output_dir.is_dir() and any(output_dir.iterdir())
+    if not used or args.resume_from_checkpoint:
+        return
+    if args.overwrite_output_dir:
+        if accelerator.is_main_process:
+            shutil.rmtree(output_dir)
+        accelerator.wait_for_everyone()
+        return
+    found = [p.name for p in sorted(output_dir.iterdir())][:6]
+    raise SystemExit(
+        f"--output_dir {output_dir} is not empty (it holds {found}). Pass --resume_from_checkpoint latest to continue "
+        "that run, --overwrite_output_dir to replace it, or choose another --output_dir."
+    )
+
+
+def build_config(args, text_embed_dim):
+    if args.model_config:
+        path = Path(args.model_config)
+        config = StageGANConfig.from_pretrained(path) if path.is_dir() else StageGANConfig.from_json_file(path)
+        if config.text_embed_dim != text_embed_dim:
+            raise SystemExit(
+                f"--model_config has text_embed_dim={config.text_embed_dim}, but the CLIP's projection_dim is "
+                f"{text_embed_dim}: they must match."
+            )
+        return config
+    if args.resolution % 32:
+        raise SystemExit(f"--resolution must be a multiple of 32 (x1 = resolution/4 must be a multiple of 8), got {args.resolution}.")
+    side = args.resolution
+    return StageGANConfig(
+        stage_resolutions=[side // 4, side // 2, side],
+        generator_channels=args.generator_channels,
+        discriminator_channels=args.discriminator_channels,
+        text_embed_dim=text_embed_dim,
+        fusion_type=args.fusion_type,
+        stage_gradient=args.stage_gradient,
+    )
+
+
+def make_pipeline(generator, clip_model, tokenizer):
+    return StageGANPipeline(tokenizer=tokenizer, text_encoder=text_encoder_from_clip(clip_model), image_generator=generator)
+
+
+def validate(pipeline, args, step, accelerator):
+    """A grid of every validation prompt (4 seeds each) written as PNG and logged to the trackers."""
+    images = pipeline(
+        args.validation_prompts, num_images_per_prompt=4, generator=torch.Generator().manual_seed(args.seed)
+    ).images
+    grid = image_grid(images, cols=4)
+    folder = Path(args.output_dir) / "validation"
+    folder.mkdir(parents=True, exist_ok=True)
+    grid.save(folder / f"step-{step:06d}.png")
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({"validation": np.asarray(grid)[None]}, step, dataformats="NHWC")
+    return grid
+
+
+def evaluate_colors(pipeline, seed):
+    """Body-colour accuracy of "a <colour> bird" images (SynthBirds' measurable text consistency)."""
+    prompts = [short_caption(color) for color in EVALUATION_COLORS]  # "a red bird", "an orange bird", ...
+    images = pipeline(prompts, num_images_per_prompt=8, generator=torch.Generator().manual_seed(seed), output_type="np").images
+    requested = [color for color in EVALUATION_COLORS for _ in range(8)]
+    red = slice(0, 8)
+    return {
+        "color_accuracy": color_accuracy(images, requested, value_range=(0.0, 1.0)),
+        "red_bird_accuracy": color_accuracy(images[red], requested[red], value_range=(0.0, 1.0)),
+    }
+
+
+def check_replicas_identical(accelerator, *models):
+    """Data parallel must keep every process's weights the same; checked by gathering one checksum per process."""
+    if accelerator.num_processes == 1:
+        return
+    checksum = sum(p.detach().double().sum() * (i + 1) for model in models for i, p in enumerate(model.parameters()))
+    checksums = accelerator.gather(checksum.reshape(1).to(accelerator.device)).cpu()
+    if not torch.all(checksums == checksums[0]):
+        raise RuntimeError(f"Processes ended with different weights (checksums {checksums.tolist()}).")
+    logger.info(f"Weights identical across {accelerator.num_processes} processes (checksum {checksums[0].item():.6f})")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        cpu=args.cpu,
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    for noisy in ("accelerate.checkpointing", "accelerate.accelerator"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    check_output_dir(args, accelerator)
+    set_seed(args.seed)  # identical initial weights in every process
+
+    # 1. data: a Hub dataset, a local imagefolder, or SynthBirds; columns checked before anything is trained
+    # SynthBirds is generated in memory by every process (same seed, same data) unless --cache_dir keeps one build
+    synthbirds = {} if (args.dataset_name or args.train_data_dir) else {"num_train": args.synthbirds_num_train, "num_test": 0}
+    with accelerator.main_process_first():  # the main process downloads / builds into the cache first
+        dataset = load_image_text_dataset(
+            args.dataset_name, args.train_data_dir, dataset_config_name=args.dataset_config_name,
+            cache_dir=args.cache_dir, **synthbirds,
+        )
+    image_column, caption_column = check_columns(dataset, args.image_column, args.caption_column)
+
+    # 2. CLIP_FT: the matching model, fine-tuned (or trained from scratch) on the captions, then frozen
+    captions = dataset[caption_column]
+    captions = [c for group in captions for c in group] if captions and isinstance(captions[0], list) else captions
+    clip_model, tokenizer = load_or_build_clip(args.clip_model_name_or_path, captions)
+    resumed_clip = output_dir / "clip"
+    if args.resume_from_checkpoint and (resumed_clip / "config.json").is_file():
+        clip_model, tokenizer = load_or_build_clip(str(resumed_clip))
+        logger.info(f"Resuming with the CLIP_FT saved in {resumed_clip}")
+    elif args.clip_finetune_steps > 0:
+        clip_loader = build_dataloader(
+            dataset, tokenizer, clip_model.config.vision_config.image_size, args.clip_batch_size, seed=args.seed,
+            image_column=image_column, caption_column=caption_column, num_workers=args.dataloader_num_workers,
+        )
+        clip_model = finetune_clip(clip_model, clip_loader, accelerator, args.clip_finetune_steps, args.clip_learning_rate)
+        if accelerator.is_main_process:  # kept, so that a resumed run uses the same CLIP_FT
+            clip_model.save_pretrained(resumed_clip)
+            tokenizer.save_pretrained(resumed_clip)
+    clip_model = clip_model.to(accelerator.device).eval().requires_grad_(False)
+
+    # 3. the three-level GAN: six optimizers (claim 8), optional EMA
+    config = build_config(args, clip_model.config.projection_dim)
+    generator, discriminator = StageGANGenerator(config), StageGANDiscriminator(config)
+    ema = GeneratorEMA(generator, args.ema_decay) if args.use_ema else None
+    optimizers = build_optimizers(
+        generator, discriminator, args.generator_learning_rate, args.discriminator_learning_rate,
+        betas=(args.generator_adam_beta1, args.generator_adam_beta2),
+        discriminator_betas=(args.discriminator_adam_beta1, args.discriminator_adam_beta2),
+    )
+    dataloader = build_dataloader(
+        dataset, tokenizer, config.stage_resolutions[-1], args.train_batch_size, seed=args.seed,
+        image_column=image_column, caption_column=caption_column, random_flip=args.random_flip,
+        num_workers=args.dataloader_num_workers,
+    )
+    prepared = accelerator.prepare(generator, *discriminator.levels, *optimizers.values(), dataloader)
+    generator_p, discriminator_p, dataloader = prepared[0], prepared[1:4], prepared[-1]
+    optimizers = dict(zip(optimizers, prepared[4:-1]))
+    if ema is not None:
+        ema.model.to(accelerator.device)
+    register_model_hooks(accelerator, generator, discriminator, ema)
+
+    steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
+    max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+    num_epochs = math.ceil(max_steps / steps_per_epoch)
+    if accelerator.is_main_process:
+        accelerator.init_trackers("stagegan", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+
+    # 4. resume: models, optimizers, EMA, RNG states and the step all come from the checkpoint
+    global_step, first_epoch, skip_batches = 0, 0, 0
+    checkpoint = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
+    if args.resume_from_checkpoint and checkpoint is None:
+        logger.info(f"No checkpoint in {output_dir} yet: starting a new run.")
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint)
+        global_step = state["step"]
+        first_epoch = global_step // steps_per_epoch
+        skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+        logger.info(f"Resumed from {checkpoint} at step {global_step}")
+
+    # 5. train
+    logger.info(f"{len(dataset)} examples, {steps_per_epoch} steps per epoch, {max_steps} steps, {accelerator.num_processes} process(es)")
+    progress = tqdm(total=max_steps, initial=global_step, desc="StageGAN", disable=not accelerator.is_local_main_process)
+    last_good = list_checkpoints(output_dir)[-1][1] if list_checkpoints(output_dir) else None
+    for epoch in range(first_epoch, num_epochs):
+        dataloader.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(dataloader, skip_batches) if skip_batches else dataloader
+        skip_batches = 0
+        for batch in batches:
+            with accelerator.accumulate(generator_p, *discriminator_p):
+                try:
+                    logs = training_step(
+                        batch, generator=generator_p, discriminator_levels=discriminator_p, clip_model=clip_model,
+                        optimizers=optimizers, accelerator=accelerator,
+                    )
+                except NonFiniteLossError as error:
+                    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+                    logger.error(f"{error} Training stopped at step {global_step}; {where}.")
+                    accelerator.end_training()
+                    sys.exit(1)
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            if ema is not None:
+                ema.update(generator)
+            progress.update(1)
+            progress.set_postfix({k[5:]: f"{logs[k]:.3f}" for k in ("loss_d1", "loss_d2", "loss_d3", "loss_g1", "loss_g2", "loss_g3")})
+            accelerator.log(logs, step=global_step)
+
+            if global_step % args.checkpointing_steps == 0 or global_step == max_steps:
+                last_good = save_checkpoint(
+                    accelerator, output_dir, global_step, {"epoch": epoch}, args.checkpoints_total_limit
+                )
+            if global_step % args.validation_steps == 0 and accelerator.is_main_process:
+                validate(make_pipeline(ema.model if ema else generator, clip_model, tokenizer), args, global_step, accelerator)
+            if global_step >= max_steps:
+                break
+        if global_step >= max_steps:
+            break
+    progress.close()
+    check_replicas_identical(accelerator, generator, discriminator)
+
+    # 6. the result: pipeline (EMA generator if any), discriminator, CLIP_FT and a model card; optionally pushed
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final_generator = (ema.model if ema else generator).eval()
+        pipeline = make_pipeline(final_generator, clip_model, tokenizer)
+        grid = validate(pipeline, args, global_step, accelerator)
+        evaluation = evaluate_colors(pipeline, args.seed) if not (args.dataset_name or args.train_data_dir) else None
+        hyperparameters = {
+            k: v for k, v in vars(args).items()
+            if k not in ("hub_token", "validation_prompts", "output_dir") and v is not None and not isinstance(v, list)
+        }
+        hyperparameters.update(steps=global_step, processes=accelerator.num_processes)
+        save_stagegan_pipeline(
+            output_dir, pipeline, discriminator=discriminator, clip_model=clip_model,
+            repo_id=args.hub_model_id, datasets=[args.dataset_name] if args.dataset_name else None,
+            hyperparameters=hyperparameters, evaluation=evaluation, sample_grid=grid,
+            sample_prompts=args.validation_prompts, seed=args.seed,
+        )
+        if evaluation:
+            (output_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+            logger.info(f"SynthBirds colour consistency: {evaluation}")
+        if args.push_to_hub:
+            repo_id = args.hub_model_id or output_dir.resolve().name
+            push_folder_to_hub(
+                output_dir, repo_id, token=args.hub_token, commit_message=f"StageGAN trained for {global_step} steps",
+                ignore_patterns=["checkpoint-*", "logs/*", "validation/*"],
+            )
+        logger.info(f"Saved the pipeline to {output_dir}")
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()

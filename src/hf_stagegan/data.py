@@ -1,0 +1,346 @@
+"""
+Image-caption data for training, the way diffusers' `train_text_to_image.py` takes it: a Hub dataset or a local
+`imagefolder` (images + `metadata.jsonl`), an image column and a caption column, which may hold one string or a list
+of captions (CUB has ten per image; one is sampled per example per epoch). With no dataset given, SynthBirds.
+
+Reproducibility. Every random choice made for an example (which caption, crop offset, flip) is a pure function of
+`(seed, epoch, index)`, and the shuffling order a pure function of `(seed, epoch)`:
+
+- `EpochSampler` yields `(epoch, index)` pairs, so the epoch travels with each index into the `DataLoader` workers;
+  nothing depends on worker count, worker seeds or `persistent_workers`.
+- Resuming at epoch `e` (`dataloader.set_epoch(e)` under accelerate, or `sampler.set_epoch(e)`) gives the same
+  order and the same captions as an uninterrupted run; accelerate's `skip_first_batches` then resumes mid-epoch.
+- Each DDP process builds the same sampler, so all processes agree on the order; accelerate shards the batches.
+
+>>> from hf_stagegan.data import build_dataloader, load_image_text_dataset
+>>> from hf_stagegan.encoders import train_clip_tokenizer
+>>> dataset = load_image_text_dataset(num_train=16, num_test=0, resolution=32)  # SynthBirds
+>>> tokenizer = train_clip_tokenizer(["a red bird"] * 10, vocab_size=300, model_max_length=16)
+>>> batch = next(iter(build_dataloader(dataset, tokenizer, resolution=32, batch_size=4)))
+>>> sorted(batch), tuple(batch["pixel_values"].shape)
+(['attention_mask', 'input_ids', 'pixel_values'], (4, 3, 32, 32))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+
+from .encoders import tokenize_prompts
+from .synthbirds import load_synthbirds
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IMAGE_COLUMN = "image"
+DEFAULT_CAPTION_COLUMNS = ("captions", "text")  # the first one present is used
+_SAMPLER_STREAM, _EXAMPLE_STREAM = 0, 1  # keep the shuffling and the per-example draws on separate random streams
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading and checking
+
+
+def load_image_text_dataset(
+    dataset_name: str | None = None,
+    train_data_dir: str | None = None,
+    split: str = "train",
+    cache_dir: str | None = None,
+    dataset_config_name: str | None = None,
+    **synthbirds_kwargs,
+) -> datasets.Dataset:
+    """
+    One split of an image-caption dataset.
+
+    Args:
+        dataset_name: a Hub dataset id ("org/name"), or a local folder `datasets.load_dataset` understands (an
+            imagefolder with `metadata.jsonl`, parquet files, ...).
+        train_data_dir: a local `imagefolder` (images plus `metadata.jsonl` with `file_name` and captions, optionally
+            in `train/` and `test/` subfolders), loaded with the `imagefolder` builder.
+        split: the split to return.
+        cache_dir: `datasets`' cache; for SynthBirds, where the built dataset is kept (under `synthbirds/`).
+        dataset_config_name: the dataset's configuration, for Hub datasets that have several.
+        **synthbirds_kwargs: with neither `dataset_name` nor `train_data_dir`, the built-in SynthBirds is used, and
+            these go to `hf_stagegan.synthbirds.load_synthbirds` (`num_train`, `num_test`, `resolution`, `seed`).
+
+    Returns:
+        `datasets.Dataset` of that split.
+    """
+    if dataset_name is not None and train_data_dir is not None:
+        raise ValueError(
+            f"Give `dataset_name` or `train_data_dir`, not both (got {dataset_name!r} and {train_data_dir!r})."
+        )
+    if synthbirds_kwargs and (dataset_name is not None or train_data_dir is not None):
+        raise ValueError(
+            f"SynthBirds options {sorted(synthbirds_kwargs)} only apply when neither `dataset_name` nor "
+            "`train_data_dir` is given."
+        )
+    if dataset_name is not None:
+        source = f"dataset {dataset_name!r}"
+        dataset = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
+    elif train_data_dir is not None:
+        if not os.path.isdir(train_data_dir):
+            raise ValueError(f"`train_data_dir` {train_data_dir!r} is not a folder.")
+        source = f"imagefolder {train_data_dir!r}"
+        dataset = datasets.load_dataset("imagefolder", data_dir=train_data_dir, cache_dir=cache_dir)
+    else:
+        source = "SynthBirds"
+        synthbirds_cache = os.path.join(cache_dir, "synthbirds") if cache_dir is not None else None
+        dataset = load_synthbirds(cache_dir=synthbirds_cache, **synthbirds_kwargs)
+        logger.info("No `dataset_name` or `train_data_dir` given: using the built-in SynthBirds dataset.")
+    if split not in dataset:
+        raise ValueError(f"Split {split!r} not found in {source}; its splits are {list(dataset)}.")
+    return dataset[split]
+
+
+def _is_string(feature) -> bool:
+    return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+
+
+def _is_string_list(feature) -> bool:
+    inner = getattr(feature, "feature", None)
+    return isinstance(feature, (datasets.List, datasets.LargeList, datasets.Sequence)) and _is_string(inner)
+
+
+def check_columns(
+    dataset: datasets.Dataset, image_column: str | None = None, caption_column: str | None = None
+) -> tuple[str, str]:
+    """
+    Resolves and checks the image and caption columns; returns `(image_column, caption_column)`.
+
+    Defaults: `image_column="image"`; `caption_column` is "captions" if the dataset has it, else "text". The image
+    column must be a `datasets.Image` feature; the caption column a string or a list of strings.
+    """
+    columns = dataset.column_names
+    image_column = image_column or DEFAULT_IMAGE_COLUMN
+    if image_column not in columns:
+        raise ValueError(f"`image_column` {image_column!r} is not a column of the dataset; its columns are {columns}.")
+    if caption_column is None:
+        found = [name for name in DEFAULT_CAPTION_COLUMNS if name in columns]
+        if not found:
+            raise ValueError(
+                f"No caption column: looked for {list(DEFAULT_CAPTION_COLUMNS)} but the dataset's columns are "
+                f"{columns}; pass `caption_column`."
+            )
+        caption_column = found[0]
+        logger.info(f"Using caption column {caption_column!r} (of {columns}).")
+    elif caption_column not in columns:
+        raise ValueError(
+            f"`caption_column` {caption_column!r} is not a column of the dataset; its columns are {columns}."
+        )
+    image_feature, caption_feature = dataset.features[image_column], dataset.features[caption_column]
+    if not isinstance(image_feature, datasets.Image):
+        raise ValueError(f"`image_column` {image_column!r} must hold images (datasets.Image), got {image_feature}.")
+    if not (_is_string(caption_feature) or _is_string_list(caption_feature)):
+        raise ValueError(
+            f"`caption_column` {caption_column!r} must hold a string or a list of strings, got {caption_feature}."
+        )
+    return image_column, caption_column
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Per-example processing
+
+
+def decode_image(value: dict, name: str) -> Image.Image:
+    """
+    Decodes an undecoded `datasets.Image` value (`{"path", "bytes"}`) to RGB; a corrupt or unreadable file raises
+    `OSError` naming it (`name` is used when the value has no path).
+    """
+    path = value.get("path") if isinstance(value, dict) else None
+    try:
+        return datasets.Image(mode="RGB").decode_example(value)
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, struct.error... for broken files
+        raise OSError(f"Could not read image {path or name!r}: {type(error).__name__}: {error}") from error
+
+
+def preprocess_image(
+    image: Image.Image,
+    resolution: int,
+    center_crop: bool = True,
+    random_flip: bool = False,
+    rng: np.random.Generator | None = None,
+) -> torch.Tensor:
+    """
+    Resize (shorter side to `resolution`, LANCZOS), crop to a square (centre, or at a random offset), optionally flip
+    left-right with probability 1/2; returns a `(3, resolution, resolution)` float tensor in [-1, 1]. Random choices
+    come from `rng` (required when `center_crop=False` or `random_flip=True`).
+    """
+    if (not center_crop or random_flip) and rng is None:
+        raise ValueError("`rng` is required for a random crop or a random flip.")
+    image = image.convert("RGB")
+    width, height = image.size
+    scale = resolution / min(width, height)
+    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    draws = rng.random(3) if rng is not None else np.full(3, 0.5)  # always three draws: options never shift others
+    left = round((size[0] - resolution) * (0.5 if center_crop else draws[0]))
+    top = round((size[1] - resolution) * (0.5 if center_crop else draws[1]))
+    image = image.crop((left, top, left + resolution, top + resolution))
+    if random_flip and draws[2] < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # (3, R, R)
+    return pixels.float() / 127.5 - 1.0
+
+
+def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The random stream of example `index` in `epoch`: caption choice, crop offset and flip all come from it."""
+    return np.random.default_rng([_EXAMPLE_STREAM, seed, epoch, index])
+
+
+class ImageTextDataset(torch.utils.data.Dataset):
+    """
+    A `datasets.Dataset` of images and captions as training examples `{"pixel_values": (3, R, R) in [-1, 1],
+    "caption": str}`.
+
+    Index it with `(epoch, index)` (what `EpochSampler` yields) or with a plain `index` (epoch `self.epoch`, which
+    `set_epoch` sets). For a list-of-captions column, one caption is drawn per `(seed, epoch, index)`.
+    """
+
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        resolution: int,
+        image_column: str | None = None,
+        caption_column: str | None = None,
+        seed: int = 0,
+        center_crop: bool = True,
+        random_flip: bool = False,
+    ):
+        self.image_column, self.caption_column = check_columns(dataset, image_column, caption_column)
+        # only the two columns are read per example; images are decoded here, so that a broken file is reported by
+        # name rather than deep inside `datasets`
+        dataset = dataset.select_columns([self.image_column, self.caption_column])
+        self.dataset = dataset.cast_column(self.image_column, datasets.Image(decode=False))
+        self.resolution = resolution
+        self.seed = seed
+        self.center_crop = center_crop
+        self.random_flip = random_flip
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        index = int(index)
+        row = self.dataset[index]
+        rng = example_rng(self.seed, epoch, index)
+        caption = row[self.caption_column]
+        choice = rng.random()  # drawn for string columns too, so that the image draws below never depend on it
+        if not isinstance(caption, str):
+            if len(caption) == 0:
+                raise ValueError(f"Example {index} has no captions in column {self.caption_column!r}.")
+            caption = caption[int(choice * len(caption))]
+        image = decode_image(row[self.image_column], name=f"example {index} of column {self.image_column!r}")
+        pixel_values = preprocess_image(image, self.resolution, self.center_crop, self.random_flip, rng)
+        return {"pixel_values": pixel_values, "caption": caption}
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """
+    Yields `(epoch, index)` for every index once per epoch, shuffled by `(seed, epoch)` (or in order with
+    `shuffle=False`). The epoch advances by one after each full pass; `set_epoch` (which accelerate calls at the start
+    of every pass) sets it directly.
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0, shuffle: bool = True):
+        self.num_samples = num_samples
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        epoch = self.epoch
+        if self.shuffle:
+            order = np.random.default_rng([_SAMPLER_STREAM, self.seed, epoch]).permutation(self.num_samples)
+        else:
+            order = np.arange(self.num_samples)
+        for index in order.tolist():
+            yield epoch, index
+        self.epoch = epoch + 1
+
+
+class ImageTextCollator:
+    """Stacks `pixel_values` and tokenizes the captions (padding to the longest, truncation to the tokenizer's limit)."""
+
+    def __init__(self, tokenizer, max_length: int | None = None):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        tokens = tokenize_prompts(self.tokenizer, [example["caption"] for example in examples], self.max_length)
+        return {
+            "pixel_values": torch.stack([example["pixel_values"] for example in examples]),  # (B, 3, R, R)
+            "input_ids": tokens.input_ids,  # (B, L)
+            "attention_mask": tokens.attention_mask,  # (B, L)
+        }
+
+
+def build_dataloader(
+    dataset: datasets.Dataset,
+    tokenizer,
+    resolution: int,
+    batch_size: int,
+    seed: int = 0,
+    image_column: str | None = None,
+    caption_column: str | None = None,
+    center_crop: bool = True,
+    random_flip: bool = False,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    num_workers: int = 0,
+    max_length: int | None = None,
+) -> torch.utils.data.DataLoader:
+    """
+    A `DataLoader` of training batches `{"pixel_values": (B, 3, R, R) in [-1, 1], "input_ids": (B, L),
+    "attention_mask": (B, L)}`.
+
+    `drop_last=True` by default: a GAN step with batch norm cannot take a batch of one, and equal batches keep DDP
+    processes in step. Order and captions are reproducible from `seed` (module docstring); call
+    `dataloader.set_epoch(epoch)` (accelerate) or `dataloader.sampler.set_epoch(epoch)` when resuming.
+    """
+    if drop_last and len(dataset) < batch_size:
+        raise ValueError(
+            f"The dataset has {len(dataset)} examples, fewer than `batch_size`={batch_size}: with `drop_last=True` "
+            "there would be no batch at all."
+        )
+    examples = ImageTextDataset(dataset, resolution, image_column, caption_column, seed, center_crop, random_flip)
+    return torch.utils.data.DataLoader(
+        examples,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(examples), seed=seed, shuffle=shuffle),
+        collate_fn=ImageTextCollator(tokenizer, max_length),
+        drop_last=drop_last,
+        num_workers=num_workers,
+        # each new iterator draws a worker base seed; from its own generator, not the global RNG, so that resuming
+        # (a new iterator mid-epoch) leaves the noise sequence of training exactly as in an uninterrupted run
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+__all__ = [
+    "EpochSampler",
+    "ImageTextCollator",
+    "ImageTextDataset",
+    "build_dataloader",
+    "check_columns",
+    "decode_image",
+    "example_rng",
+    "load_image_text_dataset",
+    "preprocess_image",
+]

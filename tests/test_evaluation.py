@@ -1,0 +1,103 @@
+"""The colour-consistency metric, validated on real SynthBirds images."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+
+from hf_stagegan.evaluation import (
+    COLOR_NAMES,
+    body_color_from_caption,
+    color_accuracy,
+    color_confusion,
+    color_fraction,
+    format_confusion,
+    predict_colors,
+)
+from hf_stagegan.synthbirds import PALETTE, load_synthbirds
+
+
+@pytest.fixture(scope="module")
+def birds():
+    return load_synthbirds(num_train=1, num_test=60, resolution=64, seed=3)["test"]
+
+
+def shifted(colors, by=3):
+    """Each colour replaced by another one: deliberately wrong labels."""
+    return [COLOR_NAMES[(COLOR_NAMES.index(color) + by) % len(COLOR_NAMES)] for color in colors]
+
+
+def to_tensor(images, low=-1.0, high=1.0):
+    pixels = torch.stack([torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255 for image in images])
+    return pixels * (high - low) + low  # (B, 3, H, W)
+
+
+def test_true_body_colours_score_high_wrong_ones_low(birds):
+    images, colors = birds["image"], birds["body_color"]
+    assert len(set(colors)) == len(COLOR_NAMES)  # every colour is tested
+    assert color_accuracy(images, colors) >= 0.95
+    assert color_accuracy(images, shifted(colors)) <= 0.05
+    assert color_accuracy(images, birds["wing_color"]) <= 0.3  # the wing is not what the metric reads
+    assert color_fraction(images, colors) > 0.45
+    assert color_fraction(images, shifted(colors)) < 0.1
+
+
+def test_robust_to_blur_and_noise(birds):
+    """Generated images are softer and noisier than SynthBirds: the mix model keeps blurred edges on their colour."""
+    images, colors = birds["image"], birds["body_color"]
+    blurred = [image.filter(ImageFilter.GaussianBlur(2)) for image in images]
+    assert color_accuracy(blurred, colors) >= 0.85
+    rng = np.random.default_rng(0)
+    noisy = [np.clip(np.asarray(image) + rng.normal(0, 20, (64, 64, 3)), 0, 255).astype(np.uint8) for image in images]
+    assert color_accuracy(noisy, colors) >= 0.85
+
+
+def test_image_formats_agree(birds):
+    images = birds["image"][:12]
+    expected = predict_colors(images)
+    assert predict_colors(to_tensor(images)) == expected  # generator output in [-1, 1]
+    assert predict_colors(to_tensor(images, 0.0, 1.0), value_range=(0.0, 1.0)) == expected  # pipeline "pt" output
+    assert predict_colors([np.asarray(image) for image in images]) == expected  # uint8 arrays
+    as_np = to_tensor(images, 0.0, 1.0).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3) floats: output_type="np"
+    assert predict_colors(as_np, value_range=(0.0, 1.0)) == expected
+    assert predict_colors(images[0]) == expected[:1]  # a single image
+
+
+def test_simple_drawings_and_blank_images():
+    sky = Image.new("RGB", (32, 32), (170, 200, 230))
+    bird = sky.copy()
+    bird.paste(PALETTE["purple"], (8, 10, 24, 22))  # a purple body...
+    bird.paste(PALETTE["yellow"], (12, 12, 18, 16))  # ...with a smaller yellow wing
+    assert predict_colors([bird, sky]) == ["purple", None]
+    assert color_accuracy([bird, sky], ["purple", "purple"]) == 0.5
+
+
+def test_confusion_matrix_counts(birds):
+    images, colors = birds["image"], birds["body_color"]
+    matrix = color_confusion(images, colors)
+    assert matrix.shape == (len(COLOR_NAMES), len(COLOR_NAMES) + 1)
+    assert matrix.sum() == len(images)
+    assert [row.sum() for row in matrix] == [colors.count(name) for name in COLOR_NAMES]
+    assert np.trace(matrix[:, :-1]) / len(images) == color_accuracy(images, colors)
+    table = format_confusion(matrix)
+    assert table.splitlines()[1].startswith("red") and "acc" in table.splitlines()[0]
+
+
+def test_body_colour_from_captions(birds):
+    assert body_color_from_caption("this bird has a red body, black wings and a short yellow beak") == "red"
+    assert body_color_from_caption("the bird has a yellow crown, black wings and a blue belly") == "blue"
+    assert body_color_from_caption("a small gray bird") == "grey"
+    assert body_color_from_caption("the bird is mostly green with a black cap") == "green"
+    assert body_color_from_caption("a bird with long legs") is None
+    for captions, color in zip(birds["captions"], birds["body_color"]):  # every SynthBirds caption parses
+        assert {body_color_from_caption(caption) for caption in captions} == {color}
+
+
+def test_invalid_requests_raise(birds):
+    images = birds["image"][:2]
+    with pytest.raises(ValueError, match="Got 2 images but 1 `requested_colors`"):
+        color_accuracy(images, ["red"])
+    with pytest.raises(ValueError, match=r"Unknown colour\(s\) \['pink'\]"):
+        color_accuracy(images, ["red", "pink"])
+    with pytest.raises(ValueError, match=r"must be \(B, 3, H, W\)"):
+        predict_colors(torch.zeros(2, 64, 64, 3))

@@ -1,0 +1,215 @@
+"""The real training scripts, run as a user runs them (subprocesses, tiny settings): single process, two processes,
+checkpoint + resume, a kill while a checkpoint is written, faults, bad data, and the push to the (faked) Hub."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import AutoTokenizer, CLIPModel
+
+from hf_stagegan import StageGANGenerator, StageGANPipeline
+from hf_stagegan.checkpointing import list_checkpoints, resolve_checkpoint
+from hf_stagegan.synthbirds import build_synthbirds
+
+from .test_hub import FakeHub
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = str(ROOT / "examples" / "train.py")
+FINETUNE_CLIP = str(ROOT / "examples" / "finetune_clip.py")
+TINY = [
+    "--synthbirds_num_train", "32", "--clip_finetune_steps", "2", "--clip_batch_size", "8", "--train_batch_size", "8",
+    "--generator_channels", "8", "--discriminator_channels", "8", "--resolution", "32", "--report_to", "none",
+    "--validation_steps", "1000", "--checkpointing_steps", "2",
+]
+
+pytestmark = pytest.mark.slow
+
+
+def run(args, tmp_path, check=True, timeout=600):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp_path)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def safetensors_of(folder):
+    return load_file(Path(folder) / "model.safetensors")
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_train_single_process_writes_a_loadable_pipeline(tmp_path):
+    out = tmp_path / "out"
+    run([TRAIN, *TINY, "--max_train_steps", "3", "--use_ema", "--ema_decay", "0.5", "--output_dir", str(out)], tmp_path)
+
+    assert {"model_index.json", "README.md", "samples.png", "discriminator", "clip", "validation"} <= {p.name for p in out.iterdir()}
+    assert [step for step, _ in list_checkpoints(out)] == [2, 3]
+    assert (out / "validation" / "step-000003.png").is_file()
+    assert "pipeline_tag: text-to-image" in (out / "README.md").read_text()
+    # the pipeline carries the EMA generator, and it is the one the last checkpoint holds
+    assert_same_weights(safetensors_of(out / "image_generator"), safetensors_of(out / "checkpoint-3" / "ema_generator"))
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert 0.0 <= evaluation["color_accuracy"] <= 1.0
+
+    pipe = StageGANPipeline.from_pretrained(out)
+    image = pipe("a red bird", generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (32, 32)
+    clip = CLIPModel.from_pretrained(out / "clip")
+    assert clip.config.projection_dim == pipe.image_generator.config.text_embed_dim
+
+
+def test_two_processes_keep_identical_weights(tmp_path):
+    out = tmp_path / "ddp"
+    launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no"]
+    result = run([*launch, TRAIN, *TINY, "--cpu", "--max_train_steps", "2", "--output_dir", str(out)], tmp_path)
+    log = result.stdout + result.stderr
+    assert "2 process(es)" in log
+    assert "Weights identical across 2 processes" in log
+    assert log.count("Saved the pipeline to") == 1  # only the main process writes the result
+    assert [step for step, _ in list_checkpoints(out)] == [2]
+    assert sorted(p.name for p in (out / "checkpoint-2").glob("random_states_*.pkl")) == ["random_states_0.pkl", "random_states_1.pkl"]
+    StageGANPipeline.from_pretrained(out)
+
+
+def test_resume_equals_uninterrupted_training(tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    run([TRAIN, *TINY, "--max_train_steps", "4", "--output_dir", str(straight)], tmp_path)
+    run([TRAIN, *TINY, "--max_train_steps", "2", "--output_dir", str(interrupted)], tmp_path)
+    result = run([TRAIN, *TINY, "--max_train_steps", "4", "--output_dir", str(interrupted), "--resume_from_checkpoint", "latest"], tmp_path)
+    assert "Resumed from" in result.stdout + result.stderr
+    for component in ("image_generator", "discriminator"):
+        assert_same_weights(safetensors_of(straight / component), safetensors_of(interrupted / component))
+
+
+KILL_DURING_SAVE = """
+import os, runpy, signal, sys
+import hf_stagegan.checkpointing as checkpointing
+saves = []
+original = checkpointing._fsync_tree
+def fsync_then_die(folder):
+    saves.append(folder)
+    if len(saves) == 2:  # everything of checkpoint-4 is in its .tmp folder; die before the rename
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(folder)
+checkpointing._fsync_tree = fsync_then_die
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_kill_while_writing_a_checkpoint_leaves_a_loadable_newest(tmp_path):
+    out = tmp_path / "out"
+    driver = tmp_path / "driver.py"
+    driver.write_text(KILL_DURING_SAVE)
+    killed = run([str(driver), TRAIN, *TINY, "--max_train_steps", "6", "--output_dir", str(out)], tmp_path, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    assert (out / "checkpoint-4.tmp").is_dir() and not (out / "checkpoint-4").exists()
+    newest = resolve_checkpoint(out, "latest")
+    assert newest.name == "checkpoint-2"
+    StageGANGenerator.from_pretrained(newest / "generator")
+
+    result = run([TRAIN, *TINY, "--max_train_steps", "6", "--output_dir", str(out), "--resume_from_checkpoint", "latest"], tmp_path)
+    assert "checkpoint-2 at step 2" in result.stdout + result.stderr
+    assert [step for step, _ in list_checkpoints(out)] == [4, 6]
+    assert not list(out.glob("*.tmp"))
+
+
+NAN_AT_STEP_3 = """
+import runpy, sys
+import torch
+import hf_stagegan.training as training
+calls = []
+original = training.discriminator_loss
+def nan_from_step_3(real, fake):
+    calls.append(1)
+    loss = original(real, fake)
+    return loss * float("nan") if len(calls) > 6 else loss  # three D losses per step
+training.discriminator_loss = nan_from_step_3
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_non_finite_loss_stops_with_the_last_checkpoint_intact(tmp_path):
+    out = tmp_path / "out"
+    driver = tmp_path / "driver.py"
+    driver.write_text(NAN_AT_STEP_3)
+    result = run([str(driver), TRAIN, *TINY, "--max_train_steps", "6", "--output_dir", str(out)], tmp_path, check=False)
+    log = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "Loss `loss_d1` is nan" in log and "Training stopped at step 2" in log
+    assert f"the last good checkpoint is {out / 'checkpoint-2'}" in log
+    assert [step for step, _ in list_checkpoints(out)] == [2]
+    assert not (out / "model_index.json").exists()  # no half-trained result passed off as the final one
+    generator = StageGANGenerator.from_pretrained(out / "checkpoint-2" / "generator")
+    assert all(torch.isfinite(p).all() for p in generator.parameters())
+
+
+def test_second_run_into_a_used_output_dir_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model_index.json").write_text("{}")
+    result = run([TRAIN, *TINY, "--output_dir", str(out)], tmp_path, check=False)
+    assert result.returncode != 0
+    assert "is not empty (it holds ['model_index.json'])" in result.stderr
+    assert "--resume_from_checkpoint latest" in result.stderr and "--overwrite_output_dir" in result.stderr
+    assert (out / "model_index.json").read_text() == "{}"  # untouched
+
+
+def test_missing_caption_column_lists_the_columns(tmp_path):
+    data = build_synthbirds(tmp_path / "birds", num_train=8, num_test=0, resolution=32)
+    result = run([TRAIN, *TINY, "--train_data_dir", str(data), "--caption_column", "description", "--output_dir", str(tmp_path / "o")], tmp_path, check=False)
+    assert result.returncode != 0
+    assert "description" in result.stderr and "'captions'" in result.stderr and "'image'" in result.stderr
+
+
+def test_unreadable_image_is_named(tmp_path):
+    data = build_synthbirds(tmp_path / "birds", num_train=8, num_test=0, resolution=32)
+    broken = sorted((data / "train").glob("*.png"))[3]
+    broken.write_bytes(broken.read_bytes()[:40])  # a truncated PNG
+    result = run([TRAIN, *TINY, "--train_data_dir", str(data), "--output_dir", str(tmp_path / "o")], tmp_path, check=False)
+    assert result.returncode != 0
+    assert broken.name in result.stderr
+
+
+def test_finetune_clip_from_scratch_lowers_its_loss(tmp_path):
+    out = tmp_path / "clip"
+    run([FINETUNE_CLIP, "--synthbirds_num_train", "64", "--max_train_steps", "30", "--train_batch_size", "16",
+         "--hidden_size", "64", "--output_dir", str(out)], tmp_path)
+    metrics = json.loads((out / "clip_ft_metrics.json").read_text())
+    for term in ("sentence", "word"):
+        assert metrics["loss_after"][term] < metrics["loss_before"][term] - 0.2, metrics
+    CLIPModel.from_pretrained(out)
+    assert AutoTokenizer.from_pretrained(out)("a red bird").input_ids[0] == 0  # our trained tokenizer, start token
+
+
+def test_push_to_hub_uploads_the_result(tmp_path, monkeypatch):
+    hub = FakeHub(monkeypatch)
+    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    out = tmp_path / "out"
+    train.main([*TINY, "--max_train_steps", "2", "--output_dir", str(out), "--push_to_hub", "--hub_model_id", "org/stagegan-tiny"])
+
+    [commit] = hub.commits
+    assert (commit.repo_id, commit.message) == ("org/stagegan-tiny", "StageGAN trained for 2 steps")
+    folders = {path.split("/")[0] for path in commit.files}
+    assert {"model_index.json", "README.md", "samples.png", "image_generator", "text_encoder", "tokenizer", "discriminator", "clip"} <= folders
+    assert not folders & {"checkpoint-2", "logs", "validation"}
+    assert not [path for path in commit.files if path.endswith((".bin", ".pkl", ".pt"))]
+    assert Image.open(out / "samples.png").size[0] > 0
