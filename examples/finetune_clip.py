@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from hf_stagegan.clip_finetuning import SMALL_CLIP, clip_matching_losses, finetune_clip, load_or_build_clip
-from hf_stagegan.data import build_dataloader, check_columns, load_image_text_dataset
+from hf_stagegan.data import all_captions, build_dataloader, check_columns, load_image_text_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +73,7 @@ def main(argv=None):
             cache_dir=args.cache_dir, **synthbirds,
         )
     image_column, caption_column = check_columns(dataset, args.image_column, args.caption_column)
-    captions = dataset[caption_column]
-    captions = [c for group in captions for c in group] if captions and isinstance(captions[0], list) else captions
+    captions = all_captions(dataset, caption_column)
     sizes = dict(hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers, projection_dim=args.projection_dim)
     clip_model, tokenizer = load_or_build_clip(args.clip_model_name_or_path, captions, args.vocab_size, **sizes)
 

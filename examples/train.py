@@ -48,7 +48,7 @@ from hf_stagegan.checkpointing import (
     save_checkpoint,
 )
 from hf_stagegan.clip_finetuning import finetune_clip, load_or_build_clip
-from hf_stagegan.data import build_dataloader, check_columns, load_image_text_dataset
+from hf_stagegan.data import all_captions, build_dataloader, check_columns, load_image_text_dataset
 from hf_stagegan.encoders import text_encoder_from_clip
 from hf_stagegan.evaluation import color_accuracy
 from hf_stagegan.hub import image_grid, push_folder_to_hub, save_stagegan_pipeline
@@ -256,8 +256,7 @@ def main(argv=None):
     image_column, caption_column = check_columns(dataset, args.image_column, args.caption_column)
 
     # 2. CLIP_FT: the matching model, fine-tuned (or trained from scratch) on the captions, then frozen
-    captions = dataset[caption_column]
-    captions = [c for group in captions for c in group] if captions and isinstance(captions[0], list) else captions
+    captions = all_captions(dataset, caption_column)
     clip_model, tokenizer = load_or_build_clip(args.clip_model_name_or_path, captions)
     resumed_clip = output_dir / "clip"
     if args.resume_from_checkpoint and (resumed_clip / "config.json").is_file():

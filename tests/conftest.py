@@ -36,3 +36,19 @@ def tiny_config(**overrides) -> StageGANConfig:
 @pytest.fixture
 def config():
     return tiny_config()
+
+
+@pytest.fixture
+def pipe(tokenizer, clip_model):
+    """A tiny StageGANPipeline (see `test_pipeline.make_pipeline`)."""
+    from .test_pipeline import make_pipeline
+
+    return make_pipeline(tokenizer, clip_model)
+
+
+@pytest.fixture
+def saved(pipe, tmp_path):
+    """`pipe` saved to a local folder."""
+    folder = tmp_path / "saved"
+    pipe.save_pretrained(folder)
+    return folder

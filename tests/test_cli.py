@@ -13,19 +13,7 @@ import torch
 from hf_stagegan.cli import main
 
 from .test_hub import REPO_ID, files_of, put_in_cache
-from .test_pipeline import LONG, SHORT, make_pipeline
-
-
-@pytest.fixture
-def pipe(tokenizer, clip_model):
-    return make_pipeline(tokenizer, clip_model)
-
-
-@pytest.fixture
-def saved(pipe, tmp_path):
-    folder = tmp_path / "saved"
-    pipe.save_pretrained(folder)
-    return folder
+from .test_pipeline import LONG, SHORT
 
 
 def console_script() -> list[str]:

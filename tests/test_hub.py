@@ -27,7 +27,7 @@ from hf_stagegan.encoders import text_encoder_from_clip
 from hf_stagegan.hub import image_grid, push_folder_to_hub, save_stagegan_pipeline, write_model_card
 
 from .conftest import tiny_config
-from .test_pipeline import LONG, SHORT, make_pipeline, seeded
+from .test_pipeline import LONG, SHORT, seeded
 
 REPO_ID = "org/stagegan-tiny"
 PIPELINE_FILES = {
@@ -86,18 +86,6 @@ def put_in_cache(
 def offline(monkeypatch):
     """`HF_HUB_OFFLINE=1` as huggingface_hub sees it (it reads the variable once, at import)."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-
-@pytest.fixture
-def pipe(tokenizer, clip_model):
-    return make_pipeline(tokenizer, clip_model)
-
-
-@pytest.fixture
-def saved(pipe, tmp_path):
-    folder = tmp_path / "saved"
-    pipe.save_pretrained(folder)
-    return folder
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -37,11 +37,6 @@ def seeded(*seeds):
     return [torch.Generator().manual_seed(seed) for seed in seeds]
 
 
-@pytest.fixture
-def pipe(tokenizer, clip_model):
-    return make_pipeline(tokenizer, clip_model)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # components
 

@@ -97,6 +97,12 @@ def load_image_text_dataset(
     return dataset[split]
 
 
+def all_captions(dataset: datasets.Dataset, caption_column: str) -> list[str]:
+    """Every caption of `dataset`, a list-of-captions column flattened: what a tokenizer is trained on."""
+    captions = dataset[caption_column]
+    return [caption for group in captions for caption in group] if captions and isinstance(captions[0], list) else captions
+
+
 def _is_string(feature) -> bool:
     return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
 
