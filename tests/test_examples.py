@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoTokenizer, CLIPModel
 
 from hf_stagegan import StageGANGenerator, StageGANPipeline
@@ -54,7 +55,8 @@ def assert_same_weights(a, b):
 
 def test_train_single_process_writes_a_loadable_pipeline(tmp_path):
     out = tmp_path / "out"
-    run([TRAIN, *TINY, "--max_train_steps", "3", "--use_ema", "--ema_decay", "0.5", "--output_dir", str(out)], tmp_path)
+    run([TRAIN, *TINY, "--max_train_steps", "3", "--use_ema", "--ema_decay", "0.5", "--output_dir", str(out),
+         "--report_to", "tensorboard"], tmp_path)
 
     assert {"model_index.json", "README.md", "samples.png", "discriminator", "clip", "validation"} <= {p.name for p in out.iterdir()}
     assert [step for step, _ in list_checkpoints(out)] == [2, 3]
@@ -62,6 +64,11 @@ def test_train_single_process_writes_a_loadable_pipeline(tmp_path):
     assert "pipeline_tag: text-to-image" in (out / "README.md").read_text()
     # the pipeline carries the EMA generator, and it is the one the last checkpoint holds
     assert_same_weights(safetensors_of(out / "image_generator"), safetensors_of(out / "checkpoint-3" / "ema_generator"))
+    scalars, images = set(), set()
+    for events in (out / "logs").rglob("events.out.tfevents.*"):
+        tags = EventAccumulator(str(events)).Reload().Tags()
+        scalars, images = scalars | set(tags["scalars"]), images | set(tags["images"])
+    assert {"loss_d1", "loss_g3", "loss_clip_ft"} <= scalars and "validation" in images
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert 0.0 <= evaluation["color_accuracy"] <= 1.0
 
