@@ -315,7 +315,8 @@ def main(argv=None):
     # 5. train
     logger.info(f"{len(dataset)} examples, {steps_per_epoch} steps per epoch, {max_steps} steps, {accelerator.num_processes} process(es)")
     progress = tqdm(total=max_steps, initial=global_step, desc="StageGAN", disable=not accelerator.is_local_main_process)
-    last_good = list_checkpoints(output_dir)[-1][1] if list_checkpoints(output_dir) else None
+    existing = list_checkpoints(output_dir)
+    last_good = existing[-1][1] if existing else None
     for epoch in range(first_epoch, num_epochs):
         dataloader.set_epoch(epoch)
         batches = accelerator.skip_first_batches(dataloader, skip_batches) if skip_batches else dataloader
