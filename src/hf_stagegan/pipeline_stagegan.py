@@ -76,6 +76,15 @@ class StageGANPipelineOutput(BaseOutput):
     level_images: tuple[list[PIL.Image.Image] | np.ndarray | torch.Tensor, ...] | None = None
 
 
+def repeat_features(features: TextFeatures, times: int) -> TextFeatures:
+    """Each prompt's text features `times` times in a row (one copy per image of that prompt)."""
+    return TextFeatures(
+        sentence_embeds=features.sentence_embeds.repeat_interleave(times, dim=0),
+        word_embeds=features.word_embeds.repeat_interleave(times, dim=0),
+        word_mask=features.word_mask.repeat_interleave(times, dim=0),
+    )
+
+
 def truncated_noise(
     shape: tuple[int, int],
     threshold: float,
@@ -326,11 +335,7 @@ class StageGANPipeline(DiffusionPipeline):
         features = encode_text(
             self.text_encoder, text_inputs.input_ids.to(device), text_inputs.attention_mask.to(device)
         )
-        return TextFeatures(
-            sentence_embeds=features.sentence_embeds.repeat_interleave(num_images_per_prompt, dim=0),
-            word_embeds=features.word_embeds.repeat_interleave(num_images_per_prompt, dim=0),
-            word_mask=features.word_mask.repeat_interleave(num_images_per_prompt, dim=0),
-        )
+        return repeat_features(features, num_images_per_prompt)
 
     def check_inputs(
         self,
@@ -500,11 +505,7 @@ class StageGANPipeline(DiffusionPipeline):
             if prompt_embeds is None:
                 text = self.encode_prompt(prompt, device, num_images_per_prompt)
             else:
-                text = TextFeatures(
-                    sentence_embeds=prompt_embeds.sentence_embeds.repeat_interleave(num_images_per_prompt, dim=0),
-                    word_embeds=prompt_embeds.word_embeds.repeat_interleave(num_images_per_prompt, dim=0),
-                    word_mask=prompt_embeds.word_mask.repeat_interleave(num_images_per_prompt, dim=0),
-                )
+                text = repeat_features(prompt_embeds, num_images_per_prompt)
 
             # 2. the noise z
             noise = self.prepare_latents(num_images, dtype, device, generator, latents, truncation_threshold)
