@@ -49,10 +49,10 @@ from hf_stagegan.checkpointing import (
 )
 from hf_stagegan.clip_finetuning import finetune_clip, load_or_build_clip
 from hf_stagegan.data import all_captions, build_dataloader, check_columns, load_image_text_dataset
+from hf_stagegan.data.synthbirds import short_caption
 from hf_stagegan.encoders import text_encoder_from_clip
 from hf_stagegan.evaluation import color_accuracy
 from hf_stagegan.hub import image_grid, push_folder_to_hub, save_stagegan_pipeline
-from hf_stagegan.synthbirds import short_caption
 from hf_stagegan.training import NonFiniteLossError, build_optimizers, training_step
 
 logger = get_logger(__name__)

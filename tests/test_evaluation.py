@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
+from hf_stagegan.data.synthbirds import PALETTE, load_synthbirds
 from hf_stagegan.evaluation import (
     COLOR_NAMES,
     body_color_from_caption,
@@ -14,7 +15,6 @@ from hf_stagegan.evaluation import (
     format_confusion,
     predict_colors,
 )
-from hf_stagegan.synthbirds import PALETTE, load_synthbirds
 
 
 @pytest.fixture(scope="module")

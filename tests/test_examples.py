@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, CLIPModel
 
 from hf_stagegan import StageGANGenerator, StageGANPipeline
 from hf_stagegan.checkpointing import list_checkpoints, resolve_checkpoint
-from hf_stagegan.synthbirds import build_synthbirds
+from hf_stagegan.data.synthbirds import build_synthbirds
 
 from .test_hub import FakeHub
 

@@ -7,8 +7,8 @@ import datasets
 import numpy as np
 import pytest
 
-from hf_stagegan import synthbirds
-from hf_stagegan.synthbirds import (
+from hf_stagegan.data import synthbirds
+from hf_stagegan.data.synthbirds import (
     ATTRIBUTE_NAMES,
     PALETTE,
     PART_IDS,

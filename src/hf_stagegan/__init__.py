@@ -4,6 +4,7 @@ from transformers import AutoConfig, AutoModel
 
 from .configuration_stagegan import StageGANConfig
 from .data import build_dataloader, check_columns, load_image_text_dataset
+from .data.synthbirds import build_synthbirds, generate_bird, load_synthbirds
 from .evaluation import color_accuracy, predict_colors
 from .modeling_stagegan import (
     StageGANDiscriminator,
@@ -13,7 +14,6 @@ from .modeling_stagegan import (
     StageGANPreTrainedModel,
 )
 from .pipeline_stagegan import StageGANPipeline, StageGANPipelineOutput
-from .synthbirds import build_synthbirds, generate_bird, load_synthbirds
 
 __version__ = "0.1.0"
 

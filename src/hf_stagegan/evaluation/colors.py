@@ -16,7 +16,7 @@ The rule is a colour vote with a background model, validated on real SynthBirds 
 `color_fraction` is a soft version (the requested colour's share of the votes), smoother for training curves;
 `color_confusion` shows which colours are mistaken for which.
 
->>> from hf_stagegan.synthbirds import load_synthbirds
+>>> from hf_stagegan.data.synthbirds import load_synthbirds
 >>> birds = load_synthbirds(num_train=1, num_test=20, resolution=64)["test"]
 >>> color_accuracy(birds["image"], birds["body_color"]) > 0.9
 True
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .synthbirds import PALETTE
+from ..data.synthbirds import PALETTE
 
 COLOR_NAMES: tuple[str, ...] = tuple(PALETTE)
 _PALETTE_RGB = np.array([PALETTE[name] for name in COLOR_NAMES], dtype=np.float32)  # (K, 3)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .encoders import tokenize_prompts
+from ..encoders import tokenize_prompts
 from .synthbirds import load_synthbirds
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def load_image_text_dataset(
         cache_dir: `datasets`' cache; for SynthBirds, where the built dataset is kept (under `synthbirds/`).
         dataset_config_name: the dataset's configuration, for Hub datasets that have several.
         **synthbirds_kwargs: with neither `dataset_name` nor `train_data_dir`, the built-in SynthBirds is used, and
-            these go to `hf_stagegan.synthbirds.load_synthbirds` (`num_train`, `num_test`, `resolution`, `seed`).
+            these go to `hf_stagegan.data.synthbirds.load_synthbirds` (`num_train`, `num_test`, `resolution`, `seed`).
 
     Returns:
         `datasets.Dataset` of that split.

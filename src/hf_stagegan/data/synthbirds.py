@@ -23,7 +23,7 @@ true.
 Determinism: image `i` of split `s` is a pure function of `(seed, s, i, resolution)`: the same seed gives the same PNG
 bytes and captions, and image 7 of the train split is the same whether 100 or 2000 images are built.
 
->>> from hf_stagegan.synthbirds import generate_bird, short_caption
+>>> from hf_stagegan.data.synthbirds import generate_bird, short_caption
 >>> image, attributes, captions = generate_bird(0, resolution=64)
 >>> image.size, sorted(attributes)[:2], captions[-2] == short_caption(attributes["body_color"])
 ((64, 64), ['beak_color', 'beak_length'], True)
@@ -458,7 +458,7 @@ def load_synthbirds(
     {num_test}-seed{seed}` and loaded with the `imagefolder` builder (its Arrow cache in `cache_dir/arrow`); later calls
     reuse it, and concurrent callers are safe (the build is atomic). Both ways give the same data.
 
-    >>> from hf_stagegan.synthbirds import load_synthbirds
+    >>> from hf_stagegan.data.synthbirds import load_synthbirds
     >>> birds = load_synthbirds(num_train=8, num_test=4, resolution=32)
     >>> birds["train"].column_names[:3], birds["test"].num_rows
     (['image', 'captions', 'text'], 4)
