@@ -82,12 +82,24 @@ def parse_args(argv=None):
     model.add_argument("--discriminator_channels", type=int, default=32)
     model.add_argument("--fusion_type", default="attention", choices=["attention", "memory"])
     model.add_argument("--stage_gradient", default="isolated", choices=["isolated", "end_to_end"])
+    model.add_argument(
+        "--mismatched_text_weight", type=float, default=0.0,
+        help="weight of the matching-aware D2/D3 term (real image + mismatched caption = fake); 0 = the patent's L_D",
+    )
+    model.add_argument(
+        "--mismatched_captions", default="color_swap", choices=["color_swap", "shuffled"],
+        help="the mismatched caption of that term: the true one with one colour word swapped, or another example's",
+    )
 
     clip = parser.add_argument_group("CLIP_FT")
     clip.add_argument("--clip_model_name_or_path", help="a (fine-tuned) CLIP; default: train a small one from scratch")
     clip.add_argument("--clip_finetune_steps", type=int, help="CLIP_FT steps before the GAN (default: 600 from scratch, 0 for a given CLIP)")
     clip.add_argument("--clip_learning_rate", type=float, default=5e-4)
     clip.add_argument("--clip_batch_size", type=int, default=32)
+    clip.add_argument(
+        "--clip_num_negatives", type=int, default=0,
+        help="hard negatives per caption in CLIP_FT: the caption with one colour word swapped (data.negatives)",
+    )
 
     train = parser.add_argument_group("training")
     train.add_argument("--train_batch_size", type=int, default=16, help="per process")
@@ -132,6 +144,9 @@ def parse_args(argv=None):
     for name in ("max_train_steps", "num_train_epochs", "checkpoints_total_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("clip_num_negatives", "mismatched_text_weight"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
     if args.dataset_name and args.train_data_dir:
         parser.error("give --dataset_name or --train_data_dir, not both")
     if args.max_train_steps is None and args.num_train_epochs is None:
@@ -181,6 +196,7 @@ def build_config(args, text_embed_dim):
         text_embed_dim=text_embed_dim,
         fusion_type=args.fusion_type,
         stage_gradient=args.stage_gradient,
+        mismatched_text_weight=args.mismatched_text_weight,
     )
 
 
@@ -266,6 +282,7 @@ def main(argv=None):
         clip_loader = build_dataloader(
             dataset, tokenizer, clip_model.config.vision_config.image_size, args.clip_batch_size, seed=args.seed,
             image_column=image_column, caption_column=caption_column, num_workers=args.dataloader_num_workers,
+            num_negatives=args.clip_num_negatives,
         )
         clip_model = finetune_clip(clip_model, clip_loader, accelerator, args.clip_finetune_steps, args.clip_learning_rate)
         if accelerator.is_main_process:  # kept, so that a resumed run uses the same CLIP_FT
@@ -286,6 +303,7 @@ def main(argv=None):
         dataset, tokenizer, config.stage_resolutions[-1], args.train_batch_size, seed=args.seed,
         image_column=image_column, caption_column=caption_column, random_flip=args.random_flip,
         num_workers=args.dataloader_num_workers,
+        num_negatives=1 if config.mismatched_text_weight > 0 and args.mismatched_captions == "color_swap" else 0,
     )
     prepared = accelerator.prepare(generator, *discriminator.levels, *optimizers.values(), dataloader)
     generator_p, discriminator_p, dataloader = prepared[0], prepared[1:4], prepared[-1]

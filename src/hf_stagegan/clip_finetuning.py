@@ -30,12 +30,27 @@ def clip_matching_losses(
     gamma2: float = 5.0,
     gamma3: float = 10.0,
 ) -> dict[str, torch.Tensor]:
-    """Sentence-image and word-region losses of real pairs (`pixel_values` in [-1, 1], `input_ids`, `attention_mask`)."""
+    """
+    Sentence-image and word-region losses of real pairs (`pixel_values` in [-1, 1], `input_ids`, `attention_mask`).
+    When the batch holds mismatched captions (`negative_input_ids`, `negative_attention_mask`, `negative_mask`; see
+    `data.build_dataloader(num_negatives=...)`), they are hard negatives of both losses: the matcher must tell a
+    caption from the same caption with one part's colour changed.
+    """
     text = encode_text(clip_model, batch["input_ids"], batch.get("attention_mask"))
     image = encode_images(clip_model, batch["pixel_values"])
+    negatives, negative_mask = None, None
+    if batch.get("negative_input_ids") is not None:
+        negatives = encode_text(clip_model, batch["negative_input_ids"], batch.get("negative_attention_mask"))
+        negative_mask = batch.get("negative_mask")
     return {
-        "sentence": sentence_image_loss(image.image_embeds, text.sentence_embeds, gamma3),
-        "word": word_region_loss(image.region_embeds, text.word_embeds, text.word_mask, gamma1, gamma2, gamma3),
+        "sentence": sentence_image_loss(
+            image.image_embeds, text.sentence_embeds, gamma3,
+            negatives.sentence_embeds if negatives else None, negative_mask,
+        ),
+        "word": word_region_loss(
+            image.region_embeds, text.word_embeds, text.word_mask, gamma1, gamma2, gamma3,
+            negatives.word_embeds if negatives else None, negatives.word_mask if negatives else None, negative_mask,
+        ),
     }
 
 
@@ -50,8 +65,15 @@ class CLIPMatchingLoss(nn.Module):
         self.clip_model = clip_model
         self.gammas = dict(gamma1=gamma1, gamma2=gamma2, gamma3=gamma3)
 
-    def forward(self, pixel_values, input_ids, attention_mask=None):
-        batch = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask}
+    def forward(
+        self, pixel_values, input_ids, attention_mask=None, negative_input_ids=None, negative_attention_mask=None,
+        negative_mask=None,
+    ):
+        batch = {
+            "pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask,
+            "negative_input_ids": negative_input_ids, "negative_attention_mask": negative_attention_mask,
+            "negative_mask": negative_mask,
+        }
         return clip_matching_losses(self.clip_model, batch, **self.gammas)
 
 
@@ -68,7 +90,10 @@ def clip_finetuning_step(
     """
     backward = accelerator.backward if accelerator is not None else torch.Tensor.backward
     with accelerator.autocast() if accelerator is not None else nullcontext():
-        losses = matcher(batch["pixel_values"], batch["input_ids"], batch.get("attention_mask"))
+        losses = matcher(
+            batch["pixel_values"], batch["input_ids"], batch.get("attention_mask"), batch.get("negative_input_ids"),
+            batch.get("negative_attention_mask"), batch.get("negative_mask"),
+        )
         loss = losses["sentence"] + word_weight * losses["word"]
     if not torch.isfinite(loss.detach()):
         raise FloatingPointError(f"CLIP_FT loss is {loss.item()}; stopping before the optimizer uses it.")

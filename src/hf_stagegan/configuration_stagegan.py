@@ -49,6 +49,11 @@ class StageGANConfig(PretrainedConfig):
             How strongly the word-region score is dominated by the best-matching words (DAMSM's gamma2).
         damsm_gamma3 (`float`, *optional*, defaults to 10.0):
             Scale of the image-text similarity logits in the matching cross-entropies (DAMSM's gamma3).
+        mismatched_text_weight (`float`, *optional*, defaults to 0.0):
+            Weight of the matching-aware term of L_D2 and L_D3: a real image paired with a caption that does not
+            describe it must be judged fake (`losses.mismatched_text_loss`). Not in the patent's formulas (0 keeps
+            them exact); the authors' code uses it with weight 1. Without it a conditional discriminator never has
+            to look at the text to tell real from fake.
         discriminator_spectral_norm (`bool`, *optional*, defaults to `True`):
             Spectral normalisation of every discriminator convolution, as in the authors' code.
         initializer_range (`float`, *optional*, defaults to 0.02):
@@ -85,6 +90,7 @@ class StageGANConfig(PretrainedConfig):
         damsm_gamma1: float = 4.0,
         damsm_gamma2: float = 5.0,
         damsm_gamma3: float = 10.0,
+        mismatched_text_weight: float = 0.0,
         discriminator_spectral_norm: bool = True,
         initializer_range: float = 0.02,
         **kwargs,
@@ -104,6 +110,7 @@ class StageGANConfig(PretrainedConfig):
         self.damsm_gamma1 = damsm_gamma1
         self.damsm_gamma2 = damsm_gamma2
         self.damsm_gamma3 = damsm_gamma3
+        self.mismatched_text_weight = mismatched_text_weight
         self.discriminator_spectral_norm = discriminator_spectral_norm
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
@@ -116,7 +123,7 @@ class StageGANConfig(PretrainedConfig):
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("level2_residual_blocks", "level3_residual_blocks"):
             _check_int(name, getattr(self, name), minimum=0)
-        for name in ("level2_sentence_weight", "level3_sentence_weight", "level3_word_weight"):
+        for name in ("level2_sentence_weight", "level3_sentence_weight", "level3_word_weight", "mismatched_text_weight"):
             _check_float(name, getattr(self, name), minimum=0.0, strict=False)
         for name in ("damsm_gamma1", "damsm_gamma2", "damsm_gamma3", "initializer_range"):
             _check_float(name, getattr(self, name), minimum=0.0, strict=True)

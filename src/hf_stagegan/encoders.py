@@ -57,11 +57,20 @@ def encode_text(text_model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     Sentence and word vectors of tokenized text (claim 1: sentence-level and word-level encoding).
 
     `text_model` is a `CLIPModel` or a `CLIPTextModelWithProjection`: anything with `.text_model` and
-    `.text_projection`. The sentence vector is CLIP's projected end-of-text feature; each word vector is the same
+    `.text_projection`. `input_ids` `(B, L)`, or `(B, K, L)` for K texts per example (every output then has the
+    extra `K` dimension). The sentence vector is CLIP's projected end-of-text feature; each word vector is the same
     projection applied to that token's final hidden state.
     """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
+    if input_ids.ndim > 2:  # several texts per example, e.g. mismatched captions (B, K, L): encoded as one batch
+        flat = encode_text(text_model, input_ids.flatten(0, -2), attention_mask.flatten(0, -2))
+        lead = input_ids.shape[:-1]
+        return TextFeatures(
+            sentence_embeds=flat.sentence_embeds.unflatten(0, lead),
+            word_embeds=flat.word_embeds.unflatten(0, lead),
+            word_mask=flat.word_mask.unflatten(0, lead),
+        )
     outputs = text_model.text_model(input_ids=input_ids, attention_mask=attention_mask)
     sentence = text_model.text_projection(outputs.pooler_output)  # (B, D)
     words = text_model.text_projection(outputs.last_hidden_state)  # (B, L, D)

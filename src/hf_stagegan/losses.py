@@ -21,26 +21,58 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
     return 0.5 * F.softplus(-real_logits).mean() + 0.5 * F.softplus(fake_logits).mean()
 
 
+def mismatched_text_loss(mismatched_logits: torch.Tensor) -> torch.Tensor:
+    """
+    -1/2 E[log(1 - Dk(x_t, c_mis))]: a real image with a caption that does not describe it is "fake" (the
+    matching-aware discriminator of GAN-INT-CLS, kept in the authors' GR-GAN code for D2 and D3; not in the patent's
+    formulas, so it is weighted by `StageGANConfig.mismatched_text_weight`, 0 by default).
+    """
+    return 0.5 * F.softplus(mismatched_logits).mean()
+
+
 def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """L_Gk = -1/2 E[log Dk(x_k, cond)]  (claims 5, 6, 7): L_G1, L_G2 and L_G3 from their discriminator's logits."""
     return 0.5 * F.softplus(-fake_logits).mean()
 
 
-def _symmetric_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the batch with the matching pair as the positive class, images->texts plus texts->images."""
+def _symmetric_cross_entropy(
+    logits: torch.Tensor, negative_logits: torch.Tensor | None = None, negative_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """
+    Cross-entropy over the batch with the matching pair as the positive class, images->texts plus texts->images.
+
+    `negative_logits` `(B, K)`: each image's score with K mismatched versions of its own caption, extra wrong classes
+    of the image->text direction (`negative_mask` `(B, K)`: False where a slot holds no negative).
+    """
     labels = torch.arange(logits.shape[0], device=logits.device)
-    return F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)
+    image_to_text = logits
+    if negative_logits is not None:
+        if negative_mask is not None:
+            negative_logits = negative_logits.masked_fill(~negative_mask.bool(), float("-inf"))
+        image_to_text = torch.cat([logits, negative_logits], dim=1)  # (B, B + K)
+    return F.cross_entropy(image_to_text, labels) + F.cross_entropy(logits.t(), labels)
 
 
-def sentence_image_loss(image_embeds: torch.Tensor, sentence_embeds: torch.Tensor, gamma3: float = 10.0) -> torch.Tensor:
+def sentence_image_loss(
+    image_embeds: torch.Tensor,
+    sentence_embeds: torch.Tensor,
+    gamma3: float = 10.0,
+    negative_sentence_embeds: torch.Tensor | None = None,
+    negative_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """
     Loss_CLIP_FT_s (claim 6): image-text consistency of global image features `(B, D)` and sentence vectors `(B, D)`.
 
     Cosine similarities scaled by gamma3 are the logits of a cross-entropy over the batch in which the matching pair
-    is the positive class, in both directions (CLIP / DAMSM), summed.
+    is the positive class, in both directions (CLIP / DAMSM), summed. Optional hard negatives: the sentence vectors
+    of K mismatched versions of each caption `(B, K, D)` (see `data.negatives`) join the wrong classes of each image.
     """
-    logits = gamma3 * F.normalize(image_embeds, dim=-1) @ F.normalize(sentence_embeds, dim=-1).t()  # (B_img, B_txt)
-    return _symmetric_cross_entropy(logits)
+    images = F.normalize(image_embeds, dim=-1)
+    logits = gamma3 * images @ F.normalize(sentence_embeds, dim=-1).t()  # (B_img, B_txt)
+    negative_logits = None
+    if negative_sentence_embeds is not None:
+        negative_logits = gamma3 * torch.einsum("bd,bkd->bk", images, F.normalize(negative_sentence_embeds, dim=-1))
+    return _symmetric_cross_entropy(logits, negative_logits, negative_mask)
 
 
 def word_region_similarity(
@@ -52,6 +84,8 @@ def word_region_similarity(
 ) -> torch.Tensor:
     """
     DAMSM image-text score R(Q, D) of every (image, text) pair: `(B_img, R, D)`, `(B_txt, L, D)` -> `(B_img, B_txt)`.
+    With per-image texts `(B_img, K, L, D)` (and mask `(B_img, K, L)`), the score of image i with each of its own K
+    texts: `(B_img, K)` (hard negatives).
 
     Each word attends over the image's regions (softmax of gamma1 * cosine), giving a region context c_l; the pair's
     score aggregates the words' relevances R(c_l, e_l) = cosine(c_l, e_l) as (1/gamma2) log sum_l exp(gamma2 R_l),
@@ -59,13 +93,17 @@ def word_region_similarity(
     """
     regions = F.normalize(region_embeds, dim=-1)
     words = F.normalize(word_embeds, dim=-1)
-    similarity = torch.einsum("ird,tld->itlr", regions, words)  # (B_img, B_txt, L, R)
+    if words.ndim == 3:  # every image with every text
+        similarity = torch.einsum("ird,tld->itlr", regions, words)  # (B_img, B_txt, L, R)
+        words, word_mask = words[None], None if word_mask is None else word_mask[None]
+    else:  # every image with its own texts
+        similarity = torch.einsum("ird,ikld->iklr", regions, words)  # (B_img, K, L, R)
     attention = (gamma1 * similarity).softmax(dim=-1)
-    context = torch.einsum("itlr,ird->itld", attention, regions)  # (B_img, B_txt, L, D)
-    relevance = F.cosine_similarity(context, words[None], dim=-1)  # (B_img, B_txt, L)
+    context = torch.einsum("itlr,ird->itld", attention, regions)  # (B_img, T, L, D)
+    relevance = F.cosine_similarity(context, words, dim=-1)  # (B_img, T, L)
     if word_mask is not None:
         # cosines lie in [-1, 1]: -1e4 removes a word from the sum, yet a text with no word stays finite (no NaN)
-        relevance = relevance.masked_fill(~word_mask.bool()[None], -1e4)
+        relevance = relevance.masked_fill(~word_mask.bool(), -1e4)
     return torch.logsumexp(gamma2 * relevance, dim=-1) / gamma2
 
 
@@ -76,12 +114,23 @@ def word_region_loss(
     gamma1: float = 4.0,
     gamma2: float = 5.0,
     gamma3: float = 10.0,
+    negative_word_embeds: torch.Tensor | None = None,
+    negative_word_mask: torch.Tensor | None = None,
+    negative_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """
     The word-region term of Loss_CLIP_FT (claim 7, step z3): cross-entropy over the batch of gamma3 * R(Q, D), the
-    DAMSM score of `word_region_similarity`, in both directions, summed.
+    DAMSM score of `word_region_similarity`, in both directions, summed. Optional hard negatives: the word vectors of
+    K mismatched versions of each caption `(B, K, L, D)`, their word mask `(B, K, L)` and which slots hold one
+    `(B, K)`, as in `sentence_image_loss`.
     """
-    return _symmetric_cross_entropy(gamma3 * word_region_similarity(region_embeds, word_embeds, word_mask, gamma1, gamma2))
+    logits = gamma3 * word_region_similarity(region_embeds, word_embeds, word_mask, gamma1, gamma2)
+    negative_logits = None
+    if negative_word_embeds is not None:
+        negative_logits = gamma3 * word_region_similarity(
+            region_embeds, negative_word_embeds, negative_word_mask, gamma1, gamma2
+        )
+    return _symmetric_cross_entropy(logits, negative_logits, negative_mask)
 
 
 def clip_ft_loss(sentence_term: torch.Tensor, word_term: torch.Tensor, sentence_weight: float = 4.0, word_weight: float = 1.0):
@@ -93,6 +142,7 @@ __all__ = [
     "clip_ft_loss",
     "discriminator_loss",
     "generator_loss",
+    "mismatched_text_loss",
     "sentence_image_loss",
     "word_region_loss",
     "word_region_similarity",

@@ -22,6 +22,7 @@ from .losses import (
     clip_ft_loss,
     discriminator_loss,
     generator_loss,
+    mismatched_text_loss,
     sentence_image_loss,
     word_region_loss,
 )
@@ -89,6 +90,28 @@ def real_images_per_level(pixel_values: torch.Tensor, config: StageGANConfig) ->
 def level_conditions(text: TextFeatures) -> list[torch.Tensor | None]:
     """What D1, D2, D3 are conditioned on: nothing, the sentence c_s, the mean word vector c_w-hat ([0111])."""
     return [None, text.sentence_embeds, mean_word_embedding(text.word_embeds, text.word_mask)]
+
+
+def mismatched_text(clip_model: nn.Module, batch: Mapping[str, torch.Tensor], text: TextFeatures) -> TextFeatures:
+    """
+    One caption per example that does not describe its image, for the matching-aware discriminator term: the batch's
+    first colour-swapped caption where the data loader made one (`num_negatives`; the hardest mismatch, one part
+    wrong), else the previous example's caption (the authors' code).
+    """
+    rolled = TextFeatures(
+        sentence_embeds=text.sentence_embeds.roll(1, dims=0),
+        word_embeds=text.word_embeds.roll(1, dims=0),
+        word_mask=text.word_mask.roll(1, dims=0),
+    )
+    if batch.get("negative_input_ids") is None:
+        return rolled
+    swapped = encode_text(clip_model, batch["negative_input_ids"][:, 0], batch["negative_attention_mask"][:, 0])
+    valid = batch["negative_mask"][:, 0].bool()  # (B,)
+    return TextFeatures(
+        sentence_embeds=torch.where(valid[:, None], swapped.sentence_embeds, rolled.sentence_embeds),
+        word_embeds=torch.where(valid[:, None, None], swapped.word_embeds, rolled.word_embeds),
+        word_mask=torch.where(valid[:, None], swapped.word_mask, rolled.word_mask),
+    )
 
 
 def discriminate(discriminator_level: nn.Module, images: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
@@ -162,6 +185,8 @@ def training_step(
         # 1. encode text with the frozen CLIP_FT (claim 1): sentence vector c_s, word vectors c_w
         with torch.no_grad():
             text = encode_text(clip_model, batch["input_ids"], batch.get("attention_mask"))
+            matching_aware = config.mismatched_text_weight > 0
+            mismatched = level_conditions(mismatched_text(clip_model, batch, text)) if matching_aware else None
         real_images = real_images_per_level(batch["pixel_values"], config)
         conditions = level_conditions(text)
 
@@ -175,10 +200,16 @@ def training_step(
         for level, key in enumerate(DISCRIMINATOR_KEYS):
             optimizers[key].zero_grad(set_to_none=True)
             # real and fake in one forward (one DDP forward per backward); D has no batch statistics to mix
-            images = torch.cat([real_images[level], fake_images[level].detach()])
-            condition = None if conditions[level] is None else conditions[level].repeat(2, 1)
-            real_logits, fake_logits = discriminate(discriminator_levels[level], images, condition).chunk(2)
-            loss = discriminator_loss(real_logits, fake_logits)
+            images = [real_images[level], fake_images[level].detach()]
+            condition = None if conditions[level] is None else [conditions[level]] * 2
+            if matching_aware and condition is not None:  # + real images with mismatched captions (D2, D3)
+                images.append(real_images[level])
+                condition.append(mismatched[level])
+            condition = None if condition is None else torch.cat(condition)
+            logits = discriminate(discriminator_levels[level], torch.cat(images), condition).chunk(len(images))
+            loss = discriminator_loss(logits[0], logits[1])
+            if len(logits) == 3:
+                loss = loss + config.mismatched_text_weight * mismatched_text_loss(logits[2])
             _check_finite(f"loss_d{level + 1}", loss)
             backward(loss)
             optimizers[key].step()
@@ -207,6 +238,7 @@ __all__ = [
     "frozen",
     "generator_losses",
     "level_conditions",
+    "mismatched_text",
     "real_images_per_level",
     "training_step",
 ]

@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from ..encoders import tokenize_prompts
+from .negatives import ColorSwap
 from .synthbirds import load_synthbirds
 
 logger = logging.getLogger(__name__)
@@ -202,7 +203,9 @@ def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 class ImageTextDataset(torch.utils.data.Dataset):
     """
     A `datasets.Dataset` of images and captions as training examples `{"pixel_values": (3, R, R) in [-1, 1],
-    "caption": str}`.
+    "caption": str}`, plus `"negative_captions"` (list of str) when `num_negatives > 0`: up to that many mismatched
+    versions of the caption, one colour word swapped each (`data.negatives.ColorSwap`, vocabulary from the dataset's
+    own captions).
 
     Index it with `(epoch, index)` (what `EpochSampler` yields) or with a plain `index` (epoch `self.epoch`, which
     `set_epoch` sets). For a list-of-captions column, one caption is drawn per `(seed, epoch, index)`.
@@ -217,8 +220,13 @@ class ImageTextDataset(torch.utils.data.Dataset):
         seed: int = 0,
         center_crop: bool = True,
         random_flip: bool = False,
+        num_negatives: int = 0,
     ):
         self.image_column, self.caption_column = check_columns(dataset, image_column, caption_column)
+        if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 0:
+            raise ValueError(f"`num_negatives` must be an int >= 0, got {num_negatives!r}.")
+        self.num_negatives = num_negatives
+        self.color_swap = ColorSwap.from_captions(all_captions(dataset, self.caption_column)) if num_negatives else None
         # only the two columns are read per example; images are decoded here, so that a broken file is reported by
         # name rather than deep inside `datasets`
         dataset = dataset.select_columns([self.image_column, self.caption_column])
@@ -248,7 +256,10 @@ class ImageTextDataset(torch.utils.data.Dataset):
             caption = caption[int(choice * len(caption))]
         image = decode_image(row[self.image_column], name=f"example {index} of column {self.image_column!r}")
         pixel_values = preprocess_image(image, self.resolution, self.center_crop, self.random_flip, rng)
-        return {"pixel_values": pixel_values, "caption": caption}
+        example = {"pixel_values": pixel_values, "caption": caption}
+        if self.num_negatives:  # drawn last: the caption and image draws above are the same with or without negatives
+            example["negative_captions"] = self.color_swap(caption, self.num_negatives, rng)
+        return example
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -282,19 +293,47 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 class ImageTextCollator:
-    """Stacks `pixel_values` and tokenizes the captions (padding to the longest, truncation to the tokenizer's limit)."""
+    """
+    Stacks `pixel_values` and tokenizes the captions (padding to the longest, truncation to the tokenizer's limit).
 
-    def __init__(self, tokenizer, max_length: int | None = None):
+    With `num_negatives = K > 0`, the examples' `negative_captions` (see `ImageTextDataset`) also give
+    `negative_input_ids` and `negative_attention_mask` `(B, K, L)` and `negative_mask` `(B, K)`, False where an
+    example had fewer than K negatives (that slot repeats the true caption and must be ignored) or where the swapped
+    colour word fell beyond the tokenizer's length limit.
+    """
+
+    def __init__(self, tokenizer, max_length: int | None = None, num_negatives: int = 0):
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.num_negatives = num_negatives
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        tokens = tokenize_prompts(self.tokenizer, [example["caption"] for example in examples], self.max_length)
-        return {
+        captions = [example["caption"] for example in examples]
+        num_negatives = self.num_negatives
+        negatives = [
+            example["negative_captions"][:num_negatives]
+            + [example["caption"]] * (num_negatives - len(example["negative_captions"][:num_negatives]))
+            for example in examples
+        ] if num_negatives else []  # fmt: skip
+        # one tokenizer call, so that true and mismatched captions share one padded length
+        tokens = tokenize_prompts(self.tokenizer, captions + [text for group in negatives for text in group], self.max_length)
+        batch_size = len(examples)
+        batch = {
             "pixel_values": torch.stack([example["pixel_values"] for example in examples]),  # (B, 3, R, R)
-            "input_ids": tokens.input_ids,  # (B, L)
-            "attention_mask": tokens.attention_mask,  # (B, L)
+            "input_ids": tokens.input_ids[:batch_size],  # (B, L)
+            "attention_mask": tokens.attention_mask[:batch_size],  # (B, L)
         }
+        if num_negatives:
+            length = tokens.input_ids.shape[1]
+            batch["negative_input_ids"] = tokens.input_ids[batch_size:].view(batch_size, num_negatives, length)
+            batch["negative_attention_mask"] = tokens.attention_mask[batch_size:].view(batch_size, num_negatives, length)
+            made = torch.tensor(
+                [[k < len(example["negative_captions"]) for k in range(num_negatives)] for example in examples]
+            )  # (B, K)
+            # a colour swapped beyond the tokenizer's length limit leaves the tokens unchanged: not a mismatch
+            truncated = (batch["negative_input_ids"] == batch["input_ids"][:, None]).all(dim=-1)
+            batch["negative_mask"] = made & ~truncated
+        return batch
 
 
 def build_dataloader(
@@ -311,10 +350,12 @@ def build_dataloader(
     drop_last: bool = True,
     num_workers: int = 0,
     max_length: int | None = None,
+    num_negatives: int = 0,
 ) -> torch.utils.data.DataLoader:
     """
     A `DataLoader` of training batches `{"pixel_values": (B, 3, R, R) in [-1, 1], "input_ids": (B, L),
-    "attention_mask": (B, L)}`.
+    "attention_mask": (B, L)}`; with `num_negatives > 0` also up to that many mismatched captions per example
+    (`negative_input_ids`, `negative_attention_mask` `(B, K, L)`, `negative_mask` `(B, K)`; see `ImageTextCollator`).
 
     `drop_last=True` by default: a GAN step with batch norm cannot take a batch of one, and equal batches keep DDP
     processes in step. Order and captions are reproducible from `seed` (module docstring); call
@@ -325,12 +366,14 @@ def build_dataloader(
             f"The dataset has {len(dataset)} examples, fewer than `batch_size`={batch_size}: with `drop_last=True` "
             "there would be no batch at all."
         )
-    examples = ImageTextDataset(dataset, resolution, image_column, caption_column, seed, center_crop, random_flip)
+    examples = ImageTextDataset(
+        dataset, resolution, image_column, caption_column, seed, center_crop, random_flip, num_negatives
+    )
     return torch.utils.data.DataLoader(
         examples,
         batch_size=batch_size,
         sampler=EpochSampler(len(examples), seed=seed, shuffle=shuffle),
-        collate_fn=ImageTextCollator(tokenizer, max_length),
+        collate_fn=ImageTextCollator(tokenizer, max_length, num_negatives),
         drop_last=drop_last,
         num_workers=num_workers,
         # each new iterator draws a worker base seed; from its own generator, not the global RNG, so that resuming
