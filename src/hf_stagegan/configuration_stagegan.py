@@ -106,6 +106,9 @@ class StageGANConfig(PretrainedConfig):
         self.damsm_gamma3 = damsm_gamma3
         self.discriminator_spectral_norm = discriminator_spectral_norm
         self.initializer_range = initializer_range
+        # AutoModel maps this config to the generator or the discriminator by `architectures` (each model's
+        # `save_pretrained` writes its own class); a config that names no model builds the generator
+        kwargs["architectures"] = kwargs.get("architectures") or ["StageGANGenerator"]
         super().__init__(**kwargs)
         self.validate()
 
