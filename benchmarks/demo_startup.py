@@ -7,13 +7,16 @@
 Each run starts `hf-stagegan demo --model M --port P --device cpu` as a fresh process (imports, loading the pipeline,
 one warm-up generation, then the server), polls the page until it answers, then asks for the slider's default of
 4 images through `gradio_client`, the API the page itself calls. Reported per run, from the command's start: when the
-page answers, when the first images are back; and the first request's own time (client connection included). Without
-`--model`, the random-weight pipeline of `pipeline_latency.py` is saved to a temporary folder first.
+page answers, when the first images are back; and the first request's own time (client connection included). For
+scale: the time a fresh process takes to import the demo (torch, transformers, diffusers, Gradio), and the machine's
+load average (on a shared machine, compare runs made at the same load). Without `--model`, the random-weight pipeline
+of `pipeline_latency.py` is saved to a temporary folder first.
 
 The screenshot needs Chromium and chromedriver (`apt-get install chromium chromium-driver`) and selenium.
 """
 
 import argparse
+import os
 import shutil
 import socket
 import statistics
@@ -83,9 +86,16 @@ def screenshot(model: str, prompt: str, path: Path) -> None:
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or shutil.which("google-chrome")
     for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-        "--window-size=1280,1050",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--window-size=1280,1320",
     ):
         options.add_argument(flag)
     with tempfile.TemporaryDirectory() as profile:
@@ -123,10 +133,18 @@ def main():
 
             model = str(Path(folder) / "pipeline")
             build_pipeline().save_pretrained(model)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import hf_stagegan.demo"], check=True)
+        print(f"importing hf_stagegan.demo in a fresh process: {time.perf_counter() - start:.1f} s")
+        print("load average (1, 5, 15 min) before: " + ", ".join(f"{load:.1f}" for load in os.getloadavg()))
         runs = [time_one_run(model, args.prompt) for _ in range(args.runs)]
+        print("load average (1, 5, 15 min) after: " + ", ".join(f"{load:.1f}" for load in os.getloadavg()))
         for index, run in enumerate(runs, start=1):
             print(f"run {index}: " + ", ".join(f"{key} {value:.1f} s" for key, value in run.items()))
-        print(f"median of {len(runs)}: " + ", ".join(f"{key} {statistics.median(r[key] for r in runs):.1f} s" for key in runs[0]))
+        print(
+            f"median of {len(runs)}: "
+            + ", ".join(f"{key} {statistics.median(r[key] for r in runs):.1f} s" for key in runs[0])
+        )
         if args.screenshot:
             screenshot(model, args.prompt, args.screenshot)
 

@@ -42,8 +42,13 @@ def demo_pipe():
     tokenizer = train_clip_tokenizer(TOY_CAPTIONS * 5, vocab_size=300, model_max_length=16)
     torch.manual_seed(0)
     clip = build_clip_from_scratch(
-        tokenizer, projection_dim=TINY_TEXT_DIM, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        image_size=32, patch_size=8,
+        tokenizer,
+        projection_dim=TINY_TEXT_DIM,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
     ).eval()
     return make_pipeline(tokenizer, clip)
 
@@ -77,9 +82,10 @@ def test_client_gets_the_pipeline_images_and_levels(client, demo_pipe):
     assert [item["caption"] for item in gallery] == ["seed 5", "seed 6", "seed 7"]
     for item, image in zip(gallery, expected.images):
         np.testing.assert_array_equal(png(item["image"]), np.asarray(image))  # PNG: lossless
-    # the first image's three levels, each enlarged to 64 px with nearest-neighbour
+    # the first image's three levels, each enlarged with nearest-neighbour to the display size
+    side = demo_app.LEVEL_DISPLAY_SIDE
     for path, level in zip((level1, level2, level3), expected.level_images):
-        np.testing.assert_array_equal(png(path), np.asarray(level[0].resize((64, 64), PIL.Image.NEAREST)))
+        np.testing.assert_array_equal(png(path), np.asarray(level[0].resize((side, side), PIL.Image.NEAREST)))
     assert not np.array_equal(png(level1), png(level3))
 
 
@@ -95,7 +101,9 @@ def test_client_sees_the_pipeline_refusal(client, demo_pipe, prompt):
         demo_pipe(prompt)
     with pytest.raises(gradio_client.exceptions.AppError) as demo_error:
         client.predict(prompt, 2, 0, 0.0, api_name="/generate")
-    assert str(demo_error.value) == str(pipeline_error.value) == f"`prompt` must be a non-empty string, got {prompt!r}."
+    assert (
+        str(demo_error.value) == str(pipeline_error.value) == f"`prompt` must be a non-empty string, got {prompt!r}."
+    )
 
 
 def test_client_cannot_ask_for_more_images_than_the_demo_allows(client):
@@ -123,7 +131,9 @@ def test_app_shows_the_example_prompts_and_the_model(demo_pipe):
     config = json.dumps(app.get_config_file(), default=repr)
     assert all(example in config for example in EXAMPLES)
     assert f"https://huggingface.co/{REPO_ID}" in config and "Level 1 \\u00b7 16 px" in config
-    with pytest.raises(ValueError, match=r"needs a tokenizer, text encoder and generator; it has no \['text_encoder'\]"):
+    with pytest.raises(
+        ValueError, match=r"needs a tokenizer, text encoder and generator; it has no \['text_encoder'\]"
+    ):
         demo_app.build_demo(StageGANPipeline(demo_pipe.tokenizer, None, demo_pipe.image_generator))
 
 
@@ -156,13 +166,23 @@ def test_browser_types_a_prompt_clicks_generate_and_sees_images(server, tmp_path
 
     browser, driver_path = chromium_paths()
     if not (browser and driver_path):
-        pytest.skip("Chromium and chromedriver are not installed (apt-get install chromium chromium-driver; .ci/run does)")
+        pytest.skip(
+            "Chromium and chromedriver are not installed (apt-get install chromium chromium-driver; .ci/run does)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,1000",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--window-size=1280,1000",
     ):
         options.add_argument(flag)
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager: never download a driver
@@ -182,7 +202,7 @@ def test_browser_types_a_prompt_clicks_generate_and_sees_images(server, tmp_path
         images = wait.until(decoded_gallery_images)
         assert images[0].is_displayed()
         level3 = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#level-3 img"))
-        assert driver.execute_script("return arguments[0].naturalWidth", level3) == 64
+        assert driver.execute_script("return arguments[0].naturalWidth", level3) == demo_app.LEVEL_DISPLAY_SIDE
         driver.save_screenshot(str(tmp_path / "demo.png"))
         assert PIL.Image.open(tmp_path / "demo.png").size[0] > 0
 
@@ -276,7 +296,18 @@ def test_export_space_writes_a_gradio_space_linked_to_the_model(tmp_path, capsys
         main(["export-space", "--model", REPO_ID, "--output_dir", str(space)])
     assert "already has ['app.py', 'requirements.txt', 'README.md']" in capsys.readouterr().err
     assert (space / "app.py").read_text() == "mine"
-    main(["export-space", "--model", REPO_ID, "--output_dir", str(space), "--overwrite", "--requirement", "git+https://x/y"])
+    main(
+        [
+            "export-space",
+            "--model",
+            REPO_ID,
+            "--output_dir",
+            str(space),
+            "--overwrite",
+            "--requirement",
+            "git+https://x/y",
+        ]
+    )
     assert "git+https://x/y" in (space / "requirements.txt").read_text()
 
 

@@ -68,7 +68,10 @@ def test_auto_model_loads_the_discriminator_of_a_pipeline_repo(pipe, saved, tmp_
 
 @pytest.mark.parametrize(
     "wrong_class, folder, saved_name",
-    [(StageGANGenerator, "discriminator", "StageGANDiscriminator"), (StageGANDiscriminator, "generator", "StageGANGenerator")],
+    [
+        (StageGANGenerator, "discriminator", "StageGANDiscriminator"),
+        (StageGANDiscriminator, "generator", "StageGANGenerator"),
+    ],
 )
 def test_loading_a_folder_into_the_other_class_names_both(models, wrong_class, folder, saved_name):
     path = models[2] / folder
@@ -129,7 +132,9 @@ def test_cli_reports_a_cut_short_file_in_one_line(saved, tmp_path, capsys):
         main(["generate", SHORT, "--model", str(saved), "--out", str(tmp_path / "x.png")])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"hf-stagegan: error: cannot load --model {str(saved)!r}: `{weights}`")
+    assert err.count("\n") == 1 and err.startswith(
+        f"hf-stagegan: error: cannot load --model {str(saved)!r}: `{weights}`"
+    )
     assert "--force-download" not in err  # a folder the user saved: downloading again does not apply
 
 
@@ -213,7 +218,9 @@ def test_model_index_check_covers_passed_components(pipe, saved, probe_module):
     assert not probe_module.exists()
 
 
-def test_model_index_of_a_hub_repo_is_checked_before_the_components_are_fetched(saved, tmp_path, probe_module, offline):
+def test_model_index_of_a_hub_repo_is_checked_before_the_components_are_fetched(
+    saved, tmp_path, probe_module, offline
+):
     edit_model_index(saved, image_generator=["stagegan_probe", "Generator"])
     files = files_of(saved)
     only_index = {"model_index.json": files["model_index.json"]}

@@ -39,7 +39,15 @@ def components_of(pipe) -> dict:
 
 def test_call_signature_has_the_diffusers_arguments():
     parameters = inspect.signature(StageGANPipeline.__call__).parameters
-    for name in ("prompt", "num_images_per_prompt", "generator", "latents", "prompt_embeds", "output_type", "return_dict"):
+    for name in (
+        "prompt",
+        "num_images_per_prompt",
+        "generator",
+        "latents",
+        "prompt_embeds",
+        "output_type",
+        "return_dict",
+    ):
         assert parameters[name].default is not inspect.Parameter.empty, name  # all optional, as in diffusers
     assert parameters["output_type"].default == "pil" and parameters["return_dict"].default is True
 
@@ -122,7 +130,9 @@ def test_dtype_on_load_and_its_alias(saved, keyword):
 
 
 def test_dtype_dict_on_load(saved):
-    loaded = StageGANPipeline.from_pretrained(saved, dtype={"image_generator": torch.bfloat16, "default": torch.float16})
+    loaded = StageGANPipeline.from_pretrained(
+        saved, dtype={"image_generator": torch.bfloat16, "default": torch.float16}
+    )
     assert loaded.image_generator.dtype == torch.bfloat16 and loaded.text_encoder.dtype == torch.float16
 
 
@@ -169,7 +179,9 @@ def test_from_pretrained_without_text_encoder_draws_from_prompt_embeds(pipe, sav
 
     with pytest.raises(ValueError, match=r"`prompt` \('a red bird'\) needs the pipeline's tokenizer and text_encoder"):
         light("a red bird")
-    with pytest.raises(ValueError, match=r"loaded without \(`tokenizer=None`\)\. Pass `prompt_embeds`"):
+    with pytest.raises(
+        ValueError, match=r"loaded without \(`tokenizer=None`, `text_encoder=None`\)\. Pass `prompt_embeds`"
+    ):
         light.encode_prompt("a red bird")
 
 

@@ -14,10 +14,10 @@ load_demo("org/stagegan-cub").launch()                        # what an exported
 
 A prompt, the number of images, a seed and the truncation threshold; a gallery of the last level's images; and, for the
 selected image, the three levels side by side (x1 from noise, x2 with the sentence, x3 with the words), each enlarged to
-the last level's size with nearest-neighbour so that the refinement shows pixel for pixel. Image `j` is drawn with seed
-`seed + j`, as `hf-stagegan generate` draws it. Input the pipeline refuses is refused in the page with the pipeline's own
-message. The pipeline is loaded, and run once, before the server starts. Nothing is fetched from the network: no
-analytics, no share link, Gradio's bundled fonts.
+the last level's size (at least 256 px) with nearest-neighbour so that the refinement shows pixel for pixel. Image `j`
+is drawn with seed `seed + j`, as `hf-stagegan generate` draws it. Input the pipeline refuses is refused in the page
+with the pipeline's own message. The pipeline is loaded, and run once, before the server starts. Nothing is fetched
+from the network: no analytics, no share link, Gradio's bundled fonts.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ DEFAULT_EXAMPLES = [
     "a yellow bird with black wings and a short beak",
 ]
 MAX_IMAGES = 8  # per request: a CPU draws a 256 px image in a fraction of a second, a batch of 8 in a few
+LEVEL_DISPLAY_SIDE = 256  # the levels are shown at least this large (nearest-neighbour), whatever the model's sizes
 
 
 def example_prompts(model: str | os.PathLike, revision: str | None = None) -> list[str]:
@@ -64,7 +65,7 @@ def generate(
     """
     What the Generate button runs: `num_images` images of `prompt`, image `j` from seed `seed + j`, noise truncated at
     `truncation` (0 or None: off). Returns the last level's images and, per image, its three levels enlarged to the
-    last level's size. Bad input raises `gr.Error` with the pipeline's own message.
+    last level's size (at least `LEVEL_DISPLAY_SIDE`). Bad input raises `gr.Error` with the pipeline's own message.
     """
     if isinstance(num_images, float) and num_images.is_integer():
         num_images = int(num_images)  # a slider's value may come as 3.0
@@ -73,7 +74,9 @@ def generate(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise _refusal(f"`seed` must be an integer >= 0, got {seed!r}.")
     # one generator per image; anything but an int is left to the pipeline to refuse
-    generator = [torch.Generator().manual_seed(seed + j) for j in range(num_images)] if isinstance(num_images, int) else None
+    generator = (
+        [torch.Generator().manual_seed(seed + j) for j in range(num_images)] if isinstance(num_images, int) else None
+    )
     try:
         out = pipe(
             prompt,
@@ -84,8 +87,11 @@ def generate(
         )
     except (TypeError, ValueError) as error:
         raise _refusal(str(error)) from error
-    side = out.images[0].size
-    levels = [tuple(level.resize(side, PIL.Image.NEAREST) for level in image_levels) for image_levels in zip(*out.level_images)]
+    side = max(out.images[0].width, LEVEL_DISPLAY_SIDE)
+    levels = [
+        tuple(level.resize((side, side), PIL.Image.NEAREST) for level in image_levels)
+        for image_levels in zip(*out.level_images)
+    ]
     return out.images, levels
 
 
@@ -106,7 +112,9 @@ def build_demo(
     """
     missing = [name for name in ("tokenizer", "text_encoder", "image_generator") if getattr(pipe, name) is None]
     if missing:
-        raise ValueError(f"The demo draws from prompts: `pipe` needs a tokenizer, text encoder and generator; it has no {missing}.")
+        raise ValueError(
+            f"The demo draws from prompts: `pipe` needs a tokenizer, text encoder and generator; it has no {missing}."
+        )
     if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
         raise ValueError(f"`max_images` must be an int >= 1, got {max_images!r}.")
     examples = list(examples or DEFAULT_EXAMPLES)
@@ -150,14 +158,23 @@ def build_demo(
                 gr.Examples([[example] for example in examples], inputs=[prompt], label="Example prompts")
             with gr.Column(scale=2):
                 gallery = gr.Gallery(
-                    label=f"Level 3 · {r3} px", columns=4, format="png", object_fit="contain", elem_id="gallery"
+                    label=f"Level 3 · {r3} px",
+                    columns=4,
+                    height="auto",
+                    format="png",
+                    object_fit="contain",
+                    elem_id="gallery",
                 )
         gr.Markdown("### The three levels of the selected image")
         with gr.Row():
             level_images = [
                 gr.Image(label=label, format="png", interactive=False, elem_id=f"level-{level}")
                 for level, label in enumerate(
-                    [f"Level 1 · {r1} px, from noise", f"Level 2 · {r2} px, + sentence", f"Level 3 · {r3} px, + words"],
+                    [
+                        f"Level 1 · {r1} px, from noise",
+                        f"Level 2 · {r2} px, + sentence",
+                        f"Level 3 · {r3} px, + words",
+                    ],
                     start=1,
                 )
             ]
@@ -188,7 +205,15 @@ def load_demo(
     return demo
 
 
-__all__ = ["DEFAULT_EXAMPLES", "build_demo", "example_prompts", "generate", "load_demo", "warm_up"]
+__all__ = [
+    "DEFAULT_EXAMPLES",
+    "LEVEL_DISPLAY_SIDE",
+    "build_demo",
+    "example_prompts",
+    "generate",
+    "load_demo",
+    "warm_up",
+]
 
 
 if __name__ == "__main__":

@@ -17,10 +17,12 @@ clip/                                            the full fine-tuned CLIP (text 
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 import tempfile
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -59,6 +61,12 @@ def _library_of(component_class: type) -> str:
     return top if top in ("transformers", "diffusers") else module
 
 
+def _classes_of(annotation) -> list[type]:
+    """The classes an `__init__` annotation names: `A` -> [A], `A | B | None` -> [A, B]."""
+    members = typing.get_args(annotation) or (annotation,)
+    return [member for member in members if isinstance(member, type) and member is not type(None)]
+
+
 def check_model_index(pipeline_class, model_index: dict, source: str) -> None:
     r"""
     Refuses a `model_index.json` that names anything `pipeline_class` does not take, before diffusers imports it.
@@ -78,9 +86,11 @@ def check_model_index(pipeline_class, model_index: dict, source: str) -> None:
             f"{where}: `_class_name` must be the name of a pipeline class such as {pipeline_class.__name__!r}, got "
             f"{class_name!r} (a [module, class] pair would load pipeline code from the folder)."
         )
+    annotations = typing.get_type_hints(pipeline_class.__init__)
     accepted = {
-        name: [[_library_of(cls), cls.__name__] for cls in classes]
-        for name, classes in pipeline_class._get_signature_types().items()
+        name: [[_library_of(cls), cls.__name__] for cls in _classes_of(annotations.get(name))]
+        for name in inspect.signature(pipeline_class.__init__).parameters
+        if name != "self"
     }
     for name, value in model_index.items():
         if name.startswith("_"):

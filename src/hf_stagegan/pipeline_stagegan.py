@@ -182,9 +182,9 @@ class StageGANPipeline(StageGANPipelineHubMixin, DiffusionPipeline):
         missing = [name for name in ("tokenizer", "text_encoder") if getattr(self, name) is None]
         if missing:
             raise ValueError(
-                f"`prompt` ({prompt!r}) needs the pipeline's {' and '.join(missing)}, but it was loaded without "
-                f"(`{missing[0]}=None`). Pass `prompt_embeds` (from `encode_prompt` of a pipeline that has a text "
-                "encoder) instead, or load the pipeline with its text encoder and tokenizer."
+                f"`prompt` ({prompt!r}) needs the pipeline's {' and '.join(missing)}, which it was loaded without "
+                f"({', '.join(f'`{name}=None`' for name in missing)}). Pass `prompt_embeds` (from `encode_prompt` of a "
+                "pipeline that has a text encoder) instead, or load the pipeline with its text encoder and tokenizer."
             )
 
     def check_inputs(

@@ -88,7 +88,9 @@ def export_space(
     try:
         validate_repo_id(model_id)
     except HFValidationError as error:
-        raise ValueError(f"`model_id` must be a Hub repo id such as 'org/stagegan-cub', got {model_id!r}: {error}") from error
+        raise ValueError(
+            f"`model_id` must be a Hub repo id such as 'org/stagegan-cub', got {model_id!r}: {error}"
+        ) from error
 
     output_dir = Path(output_dir)
     files = {
