@@ -159,7 +159,7 @@ def chromium_paths():
     return browser, driver
 
 
-def test_browser_types_a_prompt_clicks_generate_and_sees_images(server, tmp_path, demo_pipe):
+def test_browser_types_a_prompt_clicks_generate_and_sees_images(server, tmp_path, monkeypatch):
     webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium (hf-stagegan[test])")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -185,7 +185,7 @@ def test_browser_types_a_prompt_clicks_generate_and_sees_images(server, tmp_path
         "--window-size=1280,1000",
     ):
         options.add_argument(flag)
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager: never download a driver
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager: never download a driver
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
     try:
         wait = WebDriverWait(driver, 60)

@@ -252,3 +252,11 @@ def test_prompt_embeds_are_checked_before_use(pipe):
     half = TextFeatures(sentence_embeds=embeds.sentence_embeds, word_embeds=embeds.word_embeds[:1], word_mask=None)
     with pytest.raises(ValueError, match=r"`prompt_embeds.word_embeds` must have shape \(2, num_words, 16\)"):
         pipe(prompt_embeds=half)
+
+
+def test_model_card_of_a_pipeline_without_text_encoder(pipe, tmp_path):
+    from hf_stagegan.hub import write_model_card
+
+    light = StageGANPipeline(**{**components_of(pipe), "tokenizer": None, "text_encoder": None})
+    text = write_model_card(tmp_path, pipeline=light, repo_id=REPO_ID).text
+    assert "| stage resolutions | 16 px -> 32 px -> 64 px |" in text and "text encoder" not in text.split("## Model")[1]
