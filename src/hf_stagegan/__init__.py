@@ -18,9 +18,10 @@ from .pipeline_stagegan import StageGANPipeline, StageGANPipelineOutput
 __version__ = "0.1.0"
 
 # `AutoConfig.from_pretrained(folder)` and `AutoModel.from_pretrained(folder)` resolve our classes once the package
-# is imported; the generator is the base model, the discriminator is recorded in `auto_map` by its class name.
+# is imported. Generator and discriminator share `StageGANConfig`: given both, AutoModel returns the one named in the
+# config's `architectures` (transformers' `_get_model_class`), which `save_pretrained` sets to the saved class.
 AutoConfig.register(StageGANConfig.model_type, StageGANConfig, exist_ok=True)
-AutoModel.register(StageGANConfig, StageGANGenerator, exist_ok=True)
+AutoModel.register(StageGANConfig, (StageGANGenerator, StageGANDiscriminator), exist_ok=True)
 
 __all__ = [
     "StageGANConfig",

@@ -3,11 +3,14 @@
 ```bash
 hf-stagegan generate "a red bird" --model org/stagegan-cub --num-images 4 --seed 0 --out grid.png
 hf-stagegan generate "a red bird" "a blue bird" --model ./out --num-images 3 --levels --out birds.png
+hf-stagegan demo --model org/stagegan-cub                  # a Gradio app on http://127.0.0.1:7860 (hf-stagegan[demo])
+hf-stagegan export-space --model org/stagegan-cub --output_dir space/   # app.py, requirements.txt, README.md
 ```
 
 `--model` is a Hub id (served from the HF cache when `HF_HUB_OFFLINE=1`) or a local folder written by
 `save_pretrained`. Image `j` of prompt `k` is drawn with seed `seed + k * num_images + j`, so a grid's first image does
-not depend on how many images were asked for. One row per prompt when several prompts are given.
+not depend on how many images were asked for (the demo draws image `j` with seed `seed + j`, the same images). One row
+per prompt when several prompts are given.
 """
 
 from __future__ import annotations
@@ -51,12 +54,75 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", choices=sorted(DTYPES), default="float32", help="weights dtype (default: float32)"
     )
     generate.add_argument("--revision", default=None, help="Hub branch, tag or commit (default: main)")
+    generate.add_argument(
+        "--force-download", action="store_true", help="download the model's files again (after an interrupted download)"
+    )
     generate.set_defaults(subparser=generate)  # errors print this command's usage, not the top-level one
+
+    demo = commands.add_parser(
+        "demo",
+        help="serve a Gradio app (prompt, seed, gallery, the three levels) for a pipeline",
+        description="Load a StageGAN pipeline, then serve a Gradio demo of it on localhost (needs hf-stagegan[demo]).",
+    )
+    demo.add_argument("--model", required=True, help="Hub repo id (org/name) or local pipeline folder")
+    demo.add_argument("--revision", default=None, help="Hub branch, tag or commit (default: main)")
+    demo.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    demo.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="weights dtype (default: float32)")
+    demo.add_argument(
+        "--force-download", action="store_true", help="download the model's files again (after an interrupted download)"
+    )
+    demo.add_argument("--host", default=None, help="address to listen on (default: 127.0.0.1, or $GRADIO_SERVER_NAME)")
+    demo.add_argument("--port", type=int, default=None, help="port (default: 7860 or the next free one)")
+    demo.add_argument("--max-images", type=int, default=8, help="most images one request may ask for (default: 8)")
+    demo.add_argument(
+        "--examples", nargs="+", metavar="PROMPT", help="example prompts (default: the model card's sample prompts)"
+    )
+    demo.set_defaults(subparser=demo)
+
+    space = commands.add_parser(
+        "export-space",
+        help="write a Hugging Face Space (app.py, requirements.txt, README.md) that runs the demo of a Hub model",
+        description="Write a folder that, pushed as a Gradio Space, serves `hf-stagegan demo` for a Hub model.",
+    )
+    space.add_argument("--model", required=True, help="Hub repo id (org/name) of the pipeline the Space serves")
+    space.add_argument("--output_dir", "--output-dir", required=True, type=Path, help="the Space folder to write")
+    space.add_argument("--revision", default=None, help="pin the model to a branch, tag or commit (default: main)")
+    space.add_argument("--title", default=None, help="the Space's title (default: the model's name)")
+    space.add_argument(
+        "--requirement", default=None, help="how the Space installs hf-stagegan (default: hf-stagegan[demo]==VERSION)"
+    )
+    space.add_argument("--overwrite", action="store_true", help="replace app.py, requirements.txt, README.md there")
+    space.set_defaults(subparser=space)
     return parser
 
 
 def _level_path(out: Path, level: int) -> Path:
     return out.with_name(f"{out.stem}_level{level}{out.suffix or '.png'}")
+
+
+def load_pipeline(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """The pipeline of `--model` on `--device` in `--dtype`; exits with a one-line message when it cannot be loaded."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        parser.error(f"--device {args.device!r} is not a torch device: {error}")
+
+    from .hub import IncompleteWeightsError
+    from .pipeline_stagegan import StageGANPipeline
+
+    try:
+        pipe = StageGANPipeline.from_pretrained(
+            args.model, revision=args.revision, dtype=DTYPES[args.dtype], force_download=args.force_download
+        )
+    except (OSError, ValueError) as error:
+        hint = ""
+        if isinstance(error, IncompleteWeightsError) and error.downloaded:
+            hint = " Add --force-download to download it again."
+        parser.exit(1, f"hf-stagegan: error: cannot load --model {args.model!r}: {error}{hint}\n")
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]:
@@ -68,21 +134,10 @@ def generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[
         parser.error(f"--truncation must be > 0, got {args.truncation}")
     if not args.out.parent.is_dir():
         parser.error(f"--out: folder {str(args.out.parent)!r} does not exist")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as error:
-        parser.error(f"--device {args.device!r} is not a torch device: {error}")
 
     from .hub import image_grid
-    from .pipeline_stagegan import StageGANPipeline
 
-    try:
-        pipe = StageGANPipeline.from_pretrained(args.model, revision=args.revision, dtype=DTYPES[args.dtype])
-    except (OSError, ValueError) as error:
-        parser.exit(1, f"hf-stagegan: error: cannot load --model {args.model!r}: {error}\n")
-    pipe = pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(args, parser)
 
     num_images = args.num_images
     generators = [torch.Generator().manual_seed(args.seed + index) for index in range(len(args.prompts) * num_images)]
@@ -108,11 +163,50 @@ def generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[
     return written
 
 
+def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.max_images < 1:
+        parser.error(f"--max-images must be >= 1, got {args.max_images}")
+    if args.port is not None and not 0 < args.port < 65536:
+        parser.error(f"--port must be between 1 and 65535, got {args.port}")
+    try:
+        from . import demo as demo_app
+    except ImportError as error:
+        parser.exit(1, f"hf-stagegan: error: the demo needs Gradio ({error}): pip install 'hf-stagegan[demo]'\n")
+
+    # load and warm up before the server starts: the first request pays only for its own images
+    pipe = load_pipeline(args, parser)
+    examples = args.examples or demo_app.example_prompts(args.model, revision=args.revision)
+    app = demo_app.build_demo(pipe, examples=examples, max_images=args.max_images, model_name=args.model)
+    demo_app.warm_up(pipe)
+    app.launch(server_name=args.host, server_port=args.port)
+
+
+def export_space(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]:
+    from .space import export_space as write_space
+
+    try:
+        return write_space(
+            args.model,
+            args.output_dir,
+            revision=args.revision,
+            title=args.title,
+            requirement=args.requirement,
+            overwrite=args.overwrite,
+        )
+    except (ValueError, FileExistsError) as error:
+        parser.exit(1, f"hf-stagegan: error: {error}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "generate":
         for path in generate(args, args.subparser):
+            sys.stdout.write(f"{path}\n")
+    elif args.command == "demo":
+        demo(args, args.subparser)
+    elif args.command == "export-space":
+        for path in export_space(args, args.subparser):
             sys.stdout.write(f"{path}\n")
     return 0
 

@@ -113,6 +113,9 @@ class StageGANConfig(PretrainedConfig):
         self.mismatched_text_weight = mismatched_text_weight
         self.discriminator_spectral_norm = discriminator_spectral_norm
         self.initializer_range = initializer_range
+        # AutoModel maps this config to the generator or the discriminator by `architectures` (each model's
+        # `save_pretrained` writes its own class); a config that names no model builds the generator
+        kwargs["architectures"] = kwargs.get("architectures") or ["StageGANGenerator"]
         super().__init__(**kwargs)
         self.validate()
 

@@ -33,6 +33,38 @@ class TextFeatures(ModelOutput):
     word_mask: torch.BoolTensor | None = None
 
 
+def repeat_features(features: TextFeatures, times: int) -> TextFeatures:
+    """Each prompt's text features `times` times in a row (one copy per image of that prompt)."""
+    return TextFeatures(
+        sentence_embeds=features.sentence_embeds.repeat_interleave(times, dim=0),
+        word_embeds=features.word_embeds.repeat_interleave(times, dim=0),
+        word_mask=features.word_mask.repeat_interleave(times, dim=0),
+    )
+
+
+def check_text_features(features, dim: int, name: str = "text_features") -> int:
+    """
+    Raises `TypeError` / `ValueError` naming `name` unless `features` is a complete `TextFeatures` of size `dim`
+    (sentence `(batch, dim)`, words `(batch, L, dim)`, mask `(batch, L)`); returns its batch size.
+    """
+    if not isinstance(features, TextFeatures):
+        raise TypeError(
+            f"`{name}` has to be a `TextFeatures` (from `pipe.encode_prompt`), got {type(features).__name__}."
+        )
+    sentence, words, mask = features.sentence_embeds, features.word_embeds, features.word_mask
+    if sentence is None or sentence.ndim != 2 or sentence.shape[1] != dim:
+        shape = None if sentence is None else tuple(sentence.shape)
+        raise ValueError(f"`{name}.sentence_embeds` must have shape (batch, {dim}), got {shape}.")
+    batch = sentence.shape[0]
+    if words is None or words.ndim != 3 or words.shape[0] != batch or words.shape[2] != dim:
+        shape = None if words is None else tuple(words.shape)
+        raise ValueError(f"`{name}.word_embeds` must have shape ({batch}, num_words, {dim}), got {shape}.")
+    if mask is None or tuple(mask.shape) != tuple(words.shape[:2]):
+        shape = None if mask is None else tuple(mask.shape)
+        raise ValueError(f"`{name}.word_mask` must have shape {tuple(words.shape[:2])}, got {shape}.")
+    return batch
+
+
 @dataclass
 class ImageFeatures(ModelOutput):
     """
@@ -195,11 +227,13 @@ def build_clip_from_scratch(
 
 __all__ = [
     "build_clip_from_scratch",
+    "check_text_features",
     "ImageFeatures",
     "TextFeatures",
     "encode_images",
     "encode_text",
     "prepare_images",
+    "repeat_features",
     "text_encoder_from_clip",
     "tokenize_prompts",
     "train_clip_tokenizer",

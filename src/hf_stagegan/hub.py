@@ -1,5 +1,9 @@
-"""Sharing StageGAN checkpoints: the model card (`README.md` with Hub metadata and a sample grid), one save function
+"""Hub plumbing of StageGAN: loading a pipeline from the Hub or the HF cache (with checks of what a folder names and
+holds), saving and pushing it with its model card (`README.md` with Hub metadata and a sample grid), one save function
 that training and `push_to_hub` share, and the upload.
+
+`StageGANPipeline` takes its `download`, `from_pretrained`, `save_pretrained` and `push_to_hub` from
+[`StageGANPipelineHubMixin`], so that `pipeline_stagegan.py` holds only the inference code.
 
 Folder layout written by `save_stagegan_pipeline` (a diffusers pipeline folder plus two training-only extras):
 
@@ -13,19 +17,334 @@ clip/                                            the full fine-tuned CLIP (text 
 
 from __future__ import annotations
 
+import inspect
+import json
 import math
 import os
+import tempfile
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import PIL.Image
 import torch
 from diffusers.utils import logging
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
-
-from .pipeline_stagegan import PICKLE_PATTERNS
+from huggingface_hub import (
+    EvalResult,
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    hf_hub_download,
+    is_offline_mode,
+    snapshot_download,
+)
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+from huggingface_hub.file_download import REGEX_COMMIT_HASH
+from huggingface_hub.utils import validate_hf_hub_args
 
 logger = logging.get_logger(__name__)
+
+# Weight formats that are unpickled when read: never downloaded, never written (safetensors only).
+PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.msgpack", "*.h5", "*.onnx", "*.pb"]
+
+MODEL_INDEX_NAME = "model_index.json"  # diffusers' `DiffusionPipeline.config_name`
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading: what `model_index.json` may name, complete weight files, the download
+
+
+def _library_of(component_class: type) -> str:
+    """The library `model_index.json` records for a class, as diffusers' `register_modules` writes it."""
+    module = component_class.__module__
+    top = module.split(".")[0]
+    return top if top in ("transformers", "diffusers") else module
+
+
+def _classes_of(annotation) -> list[type]:
+    """The classes an `__init__` annotation names: `A` -> [A], `A | B | None` -> [A, B]."""
+    members = typing.get_args(annotation) or (annotation,)
+    return [member for member in members if isinstance(member, type) and member is not type(None)]
+
+
+def check_model_index(pipeline_class, model_index: dict, source: str) -> None:
+    r"""
+    Refuses a `model_index.json` that names anything `pipeline_class` does not take, before diffusers imports it.
+
+    diffusers imports every `[library, class]` the index names and calls `from_pretrained` on it, and loads the
+    pipeline class itself from a `.py` file in the folder when `_class_name` is a `[module, class]` pair. Accepted here:
+    a string `_class_name`, and for each of the pipeline's components exactly the `[library, class]` that saving it
+    records (from the `__init__` annotations), or `[null, null]` for a component saved as `None`.
+
+    Raises:
+        `ValueError` naming the entry, its value and what was expected.
+    """
+    where = f"`{MODEL_INDEX_NAME}` of {source!r}"
+    class_name = model_index.get("_class_name")
+    if not isinstance(class_name, str):
+        raise ValueError(
+            f"{where}: `_class_name` must be the name of a pipeline class such as {pipeline_class.__name__!r}, got "
+            f"{class_name!r} (a [module, class] pair would load pipeline code from the folder)."
+        )
+    annotations = typing.get_type_hints(pipeline_class.__init__)
+    accepted = {
+        name: [[_library_of(cls), cls.__name__] for cls in _classes_of(annotations.get(name))]
+        for name in inspect.signature(pipeline_class.__init__).parameters
+        if name != "self"
+    }
+    for name, value in model_index.items():
+        if name.startswith("_"):
+            continue
+        if name not in accepted:
+            raise ValueError(
+                f"{where} names a component {name!r} ({value!r}) that {pipeline_class.__name__} does not take; "
+                f"its components are {list(accepted)}."
+            )
+        if value != [None, None] and value not in accepted[name]:
+            choices = " or ".join(json.dumps(pair) for pair in accepted[name])
+            raise ValueError(
+                f"{where}: entry {name!r} is {json.dumps(value)}, but {pipeline_class.__name__} takes {choices} "
+                "there (or [null, null] for no component)."
+            )
+
+
+def components_to_load(model_index: dict, passed: Mapping[str, object]) -> list[str]:
+    """The component folders `from_pretrained` reads: those the index names (not `null`), minus those passed in."""
+    return [
+        name
+        for name, value in model_index.items()
+        if not name.startswith("_") and isinstance(value, list) and value[0] is not None and name not in passed
+    ]
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """What makes `path` an incomplete safetensors file (reading only its header), or None when it is complete."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(8)  # little-endian u64: the length of the JSON header that follows
+        if len(prefix) < 8:
+            return f"it has {size} bytes, fewer than the 8 that give the length of its header"
+        header_size = int.from_bytes(prefix, "little")
+        if 8 + header_size > size:
+            return f"its first 8 bytes announce a header of {header_size} bytes, but the file has only {size} bytes"
+        try:
+            header = json.loads(f.read(header_size))
+            data_size = max(
+                (entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0
+            )
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+            return f"its header is not safetensors metadata ({type(error).__name__}: {error})"
+    expected = 8 + header_size + data_size
+    if size != expected:
+        return f"its header describes {expected} bytes, but the file has {size}"
+    return None
+
+
+class IncompleteWeightsError(OSError):
+    """A safetensors file cut short or damaged. `path` names it; `downloaded` is True for a file of a Hub snapshot."""
+
+    def __init__(self, message: str, path: str, downloaded: bool):
+        super().__init__(message)
+        self.path = path
+        self.downloaded = downloaded
+
+
+def check_safetensors_files(folder: str | os.PathLike, subfolders: Sequence[str], downloaded: bool) -> None:
+    r"""
+    Raises [`IncompleteWeightsError`] (an `OSError`) naming the first `*.safetensors` file in `folder/<subfolder>` that
+    is cut short or damaged (an interrupted download or copy, a full disk), and how to get a good copy. Reads only the
+    files' headers.
+
+    Args:
+        downloaded (`bool`): the folder is a Hub snapshot in the HF cache (the fix is to download again) rather than
+            a folder the user saved.
+    """
+    for subfolder in subfolders:
+        for path in sorted(Path(folder, subfolder).glob("*.safetensors")):
+            problem = _safetensors_problem(path)
+            if problem is None:
+                continue
+            stored = path.resolve()  # in the HF cache, snapshot files are links to blobs
+            name = f"`{path}`" + (f" (the cached file `{stored}`)" if stored != path.absolute() else "")
+            if downloaded:
+                fix = f"delete `{stored}` and load again, or load with `force_download=True` to download it again"
+            else:
+                fix = "save the model there again, or delete the folder and download it again"
+            raise IncompleteWeightsError(
+                f"{name} is not a complete safetensors file: {problem}. It was cut short or damaged (an interrupted "
+                f"download or copy, a full disk): {fix}.",
+                path=str(path),
+                downloaded=downloaded,
+            )
+
+
+def _read_model_index(path: Path) -> dict:
+    try:
+        model_index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise OSError(f"Cannot read `{path}` as JSON ({error}); the folder is not a complete pipeline.") from error
+    if not isinstance(model_index, dict):
+        raise ValueError(f"`{path}` must hold a JSON object, got {type(model_index).__name__}.")
+    return model_index
+
+
+class StageGANPipelineHubMixin:
+    r"""
+    The Hub side of [`StageGANPipeline`]: `download` and `from_pretrained` with checks of the files, `save_pretrained`
+    (safetensors only) and `push_to_hub` with the StageGAN model card. Mixed in before `DiffusionPipeline`.
+    """
+
+    @classmethod
+    @validate_hf_hub_args
+    def download(cls, pretrained_model_name: str, **kwargs) -> str:
+        r"""
+        Downloads (or finds in the HF cache) the files of a StageGAN pipeline repo and returns the snapshot folder.
+
+        `DiffusionPipeline.download` (diffusers 0.42) rejects our repos whenever it knows the repo's file list, that is
+        online (`model_info`) or offline once `snapshot_download` has cached `trees/<commit>.json`: in
+        `_get_custom_components_and_folders` (`pipelines/pipeline_loading_utils.py`) every component whose library
+        (`model_index.json`'s `["hf_stagegan.modeling_stagegan", "StageGANGenerator"]`) is neither a diffusers
+        library nor a diffusers pipeline module must ship as a remote-code file `image_generator/<library>.py`,
+        otherwise `ValueError: ... does not exist in <repo> and is not a module in 'diffusers/pipelines'`. Our
+        component is installed code, so that file never exists. Loading itself is fine: diffusers resolves an
+        imported module from `sys.modules`.
+
+        This override fetches `model_index.json`, checks it (see [`check_model_index`]), then fetches exactly the
+        component folders `from_pretrained` reads (every component it lists, minus components passed to
+        `from_pretrained`, `None` included), without pickled weight formats, all pinned to the commit of
+        `model_index.json`, and checks that their safetensors files are complete. Offline (`HF_HUB_OFFLINE=1` or
+        `local_files_only=True`) the real `huggingface_hub` code serves them from the cache, and checks the snapshot is
+        complete when a tree listing is cached.
+
+        Args:
+            pretrained_model_name (`str`): a Hub repo id, `"org/name"`.
+            cache_dir, revision, token, local_files_only, force_download: as in `DiffusionPipeline.from_pretrained`.
+        """
+        cache_dir = kwargs.pop("cache_dir", None)
+        revision = kwargs.pop("revision", None)
+        token = kwargs.pop("token", None)
+        # offline, say so to huggingface_hub: an incomplete snapshot is then reported with the missing files' names
+        local_files_only = bool(kwargs.pop("local_files_only", False)) or is_offline_mode()
+        force_download = kwargs.pop("force_download", False)
+        if kwargs.pop("use_safetensors", None) is False:
+            raise ValueError("`use_safetensors=False` is not supported: StageGAN checkpoints are safetensors only.")
+        if kwargs.pop("custom_pipeline", None) is not None:
+            raise ValueError("`custom_pipeline` is not supported by StageGANPipeline; load the repo without it.")
+        for ignored in ("proxies", "use_onnx", "custom_revision", "variant", "load_connected_pipeline"):
+            kwargs.pop(ignored, None)
+        kwargs.pop("trust_remote_code", None)  # nothing remote is ever imported
+
+        config_file = hf_hub_download(
+            pretrained_model_name,
+            MODEL_INDEX_NAME,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            local_files_only=local_files_only,
+            force_download=force_download,
+        )
+        commit = Path(config_file).parent.name
+        if REGEX_COMMIT_HASH.fullmatch(commit):
+            revision = commit  # the components come from the same commit as model_index.json
+
+        model_index = _read_model_index(Path(config_file))
+        check_model_index(cls, model_index, pretrained_model_name)
+        folders = components_to_load(model_index, passed=kwargs)
+        snapshot = snapshot_download(
+            pretrained_model_name,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            local_files_only=local_files_only,
+            force_download=force_download,
+            allow_patterns=[MODEL_INDEX_NAME] + [f"{folder}/*" for folder in folders],
+            ignore_patterns=PICKLE_PATTERNS,
+            user_agent={"pipeline_class": cls.__name__},
+        )
+        check_safetensors_files(snapshot, folders, downloaded=True)
+        return snapshot
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        r"""
+        `DiffusionPipeline.from_pretrained` (a Hub id or a local folder, all its arguments), after checking what the
+        folder's `model_index.json` names (see [`check_model_index`]) and that the safetensors files of the components
+        to load are complete: a bad folder is refused with an error naming the entry or the file, before anything it
+        names is imported or read. Hub ids are checked in [`download`].
+        """
+        folder = Path(pretrained_model_name_or_path)
+        if folder.is_dir() and (folder / MODEL_INDEX_NAME).is_file():
+            model_index = _read_model_index(folder / MODEL_INDEX_NAME)
+            check_model_index(cls, model_index, str(pretrained_model_name_or_path))
+            check_safetensors_files(folder, components_to_load(model_index, passed=kwargs), downloaded=False)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str | None = None,
+        push_to_hub: bool = False,
+        **kwargs,
+    ):
+        r"""
+        Saves the three components (safetensors only) and `model_index.json` into `save_directory`. With
+        `push_to_hub=True` it also writes the StageGAN model card and uploads the folder, as [`push_to_hub`] does;
+        `repo_id`, `commit_message`, `private`, `token`, `create_pr` and model-card arguments (see
+        [`write_model_card`]) go in `kwargs`.
+        """
+        if not safe_serialization:
+            raise ValueError("`safe_serialization=False` is not supported: StageGAN checkpoints are safetensors only.")
+        super().save_pretrained(
+            save_directory, safe_serialization=True, variant=variant, max_shard_size=max_shard_size
+        )
+        if push_to_hub:
+            repo_id = kwargs.pop("repo_id", Path(save_directory).name)
+            upload_kwargs = {
+                key: kwargs.pop(key) for key in ("commit_message", "private", "token", "create_pr") if key in kwargs
+            }
+            write_model_card(save_directory, pipeline=self, repo_id=repo_id, **kwargs)
+            return push_folder_to_hub(
+                save_directory, repo_id, **{"commit_message": f"Upload {type(self).__name__}", **upload_kwargs}
+            )
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        variant: str | None = None,
+        **card_kwargs,
+    ):
+        r"""
+        Uploads the pipeline (safetensors weights, configs, tokenizer) with a generated model card to `repo_id`, in one
+        commit. Returns the `huggingface_hub.CommitInfo` of that commit.
+
+        Args:
+            repo_id (`str`): the Hub repo, `"org/name"`; created if it does not exist.
+            commit_message (`str`, *optional*, defaults to `"Upload StageGANPipeline"`).
+            private, token, create_pr: as in `huggingface_hub.HfApi.upload_folder`.
+            card_kwargs: model card contents (license, datasets, hyperparameters, evaluation, sample prompts...),
+                see [`write_model_card`].
+        """
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, variant=variant)
+            write_model_card(folder, pipeline=self, repo_id=repo_id, **card_kwargs)
+            return push_folder_to_hub(
+                folder,
+                repo_id,
+                commit_message=commit_message or f"Upload {type(self).__name__}",
+                private=private,
+                token=token,
+                create_pr=create_pr,
+            )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The model card, the training save, the upload
 
 SAMPLE_GRID_NAME = "samples.png"
 DEFAULT_TAGS = ["hf-stagegan", "stagegan", "gr-gan", "gan", "text-to-image"]
@@ -136,23 +455,25 @@ def _format_value(value) -> str:
 
 
 def _model_rows(pipeline) -> dict[str, object]:
-    if pipeline is None:
+    if pipeline is None or pipeline.image_generator is None:
         return {}
     config = pipeline.image_generator.config
-    text_config = pipeline.text_encoder.config
     rows = {
         "stage resolutions": " -> ".join(f"{side} px" for side in config.stage_resolutions),
         "text fusion": config.fusion_type,
         "noise size (z_dim)": config.z_dim,
         "generator channels": config.generator_channels,
         "generator parameters": f"{pipeline.image_generator.num_parameters() / 1e6:.2f} M",
-        "text encoder": (
+    }
+    if pipeline.text_encoder is not None:
+        text_config = pipeline.text_encoder.config
+        rows["text encoder"] = (
             f"CLIP text tower, {text_config.num_hidden_layers} layers, hidden {text_config.hidden_size}, "
             f"projection {text_config.projection_dim}"
-        ),
-        "text encoder parameters": f"{pipeline.text_encoder.num_parameters() / 1e6:.2f} M",
-        "max prompt length": f"{pipeline.tokenizer.model_max_length} tokens",
-    }
+        )
+        rows["text encoder parameters"] = f"{pipeline.text_encoder.num_parameters() / 1e6:.2f} M"
+    if pipeline.tokenizer is not None:
+        rows["max prompt length"] = f"{pipeline.tokenizer.model_max_length} tokens"
     return rows
 
 
@@ -187,8 +508,9 @@ def write_model_card(
         evaluation (`Mapping[str, float]`, *optional*): metric name -> value (e.g. `{"fid": 23.1, "clip_score":
             0.31}`); a table, and `model-index` results in the metadata when `datasets` is given.
         sample_grid (`PIL.Image.Image`, *optional*): saved as `samples.png` and shown in the card.
-        sample_prompts (`Sequence[str]`, *optional*): listed under the grid; without `sample_grid`, `pipeline`
-            draws one image per prompt (image `i` from seed `seed + i`) to make it.
+        sample_prompts (`Sequence[str]`, *optional*): listed under the grid and in the metadata's `widget` (the
+            example prompts of the Hub page and of `hf-stagegan demo`); without `sample_grid`, `pipeline` draws one
+            image per prompt (image `i` from seed `seed + i`) to make it.
         seed (`int`, defaults to 0): first seed of the generated samples.
     """
     folder = Path(folder)
@@ -226,9 +548,11 @@ def write_model_card(
         tags=DEFAULT_TAGS + [tag for tag in (tags or []) if tag not in DEFAULT_TAGS],
         model_name=model_name,
         eval_results=eval_results,
+        widget=[{"text": prompt} for prompt in sample_prompts] if sample_prompts else None,
     )
 
-    resolutions = list(pipeline.image_generator.config.stage_resolutions) if pipeline is not None else [64, 128, 256]
+    has_generator = pipeline is not None and pipeline.image_generator is not None
+    resolutions = list(pipeline.image_generator.config.stage_resolutions) if has_generator else [64, 128, 256]
     files = {
         "model_index.json": "the pipeline's component index",
         "tokenizer": "CLIP tokenizer",
@@ -253,7 +577,7 @@ def write_model_card(
         generated_grid=generated_grid,
         seed=seed,
         model_table=_table(_model_rows(pipeline), ("property", "value"))
-        if pipeline is not None
+        if has_generator
         else "See `image_generator/config.json`.",
         hyperparameters_table=_table(dict(hyperparameters), ("hyperparameter", "value")) if hyperparameters else None,
         evaluation_table=_table(dict(evaluation), ("metric", "value")) if evaluation else None,
@@ -329,4 +653,46 @@ def push_folder_to_hub(
     )
 
 
-__all__ = ["image_grid", "push_folder_to_hub", "save_stagegan_pipeline", "write_model_card"]
+def card_sample_prompts(
+    pretrained_model_name_or_path: str | os.PathLike,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | None = None,
+) -> list[str]:
+    r"""
+    The sample prompts of a pipeline's model card (the `text` of each `widget` entry that [`write_model_card`] writes
+    from `sample_prompts`, typically training captions), from a local folder or a Hub repo. An empty list when the
+    folder or repo has no card (offline: when the card is not in the HF cache) or the card has no widget prompts.
+    """
+    folder = Path(pretrained_model_name_or_path)
+    if folder.is_dir():
+        card_path = folder / "README.md"
+        if not card_path.is_file():
+            return []
+    else:
+        try:
+            card_path = hf_hub_download(
+                str(pretrained_model_name_or_path),
+                "README.md",
+                revision=revision,
+                cache_dir=cache_dir,
+                token=token,
+                local_files_only=is_offline_mode(),
+            )
+        except (EntryNotFoundError, LocalEntryNotFoundError):
+            return []
+    widget = ModelCard.load(card_path).data.to_dict().get("widget") or []
+    return [entry["text"] for entry in widget if isinstance(entry, dict) and isinstance(entry.get("text"), str)]
+
+
+__all__ = [
+    "IncompleteWeightsError",
+    "StageGANPipelineHubMixin",
+    "card_sample_prompts",
+    "check_model_index",
+    "check_safetensors_files",
+    "image_grid",
+    "push_folder_to_hub",
+    "save_stagegan_pipeline",
+    "write_model_card",
+]

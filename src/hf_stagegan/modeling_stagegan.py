@@ -8,6 +8,7 @@ them into x3 (claim 4). D1 judges realism only, D2 judges (image, sentence), D3 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -317,6 +318,31 @@ class StageGANPreTrainedModel(PreTrainedModel):
     config_class = StageGANConfig
     base_model_prefix = "stagegan"
     main_input_name = "noise"
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None, *model_args, **kwargs):
+        r"""
+        `PreTrainedModel.from_pretrained`, refusing a checkpoint saved by the other StageGAN class. Generator and
+        discriminator share `StageGANConfig`, so a discriminator folder would otherwise load as a randomly initialised
+        generator (every saved weight "unexpected", every generator weight "missing"), and the reverse. The saved
+        class is `architectures` in the checkpoint's `config.json`; `AutoModel.from_pretrained` returns that class.
+        """
+        if pretrained_model_name_or_path is not None:
+            hub_kwargs = {key: value for key, value in kwargs.items() if key != "config"}
+            try:
+                config_dict, _ = cls.config_class.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
+            except OSError:  # no config.json (weights with a `config` passed): nothing says what was saved
+                config_dict = {}
+            stagegan_classes = {model.__name__: model for model in (StageGANGenerator, StageGANDiscriminator)}
+            for name in config_dict.get("architectures") or []:
+                saved_class = stagegan_classes.get(name)
+                if saved_class is not None and not issubclass(cls, saved_class):
+                    raise ValueError(
+                        f"{str(pretrained_model_name_or_path)!r} holds a {name} (`architectures` in its config.json), "
+                        f"not a {cls.__name__}: load it with `{name}.from_pretrained`, or with "
+                        "`AutoModel.from_pretrained`, which returns the class that was saved."
+                    )
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def _init_weights(self, module):
         std = self.config.initializer_range

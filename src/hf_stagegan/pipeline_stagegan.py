@@ -1,20 +1,16 @@
 """StageGANPipeline: text -> CLIP sentence and word vectors -> three-level generator -> images (x1, x2, x3).
 
 A diffusers `DiffusionPipeline`, so it saves, loads, moves and offloads like any other pipeline. Its generator lives
-in this package, not in diffusers; `download` is overridden so that it still loads from the Hub and from the HF cache
-(see `StageGANPipeline.download`).
+in this package, not in diffusers; its Hub side (`download`, checked `from_pretrained`, `save_pretrained` and
+`push_to_hub` with the model card) comes from `hf_stagegan.hub.StageGANPipelineHubMixin`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -23,21 +19,16 @@ from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput, logging, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import hf_hub_download, is_offline_mode, snapshot_download
-from huggingface_hub.file_download import REGEX_COMMIT_HASH
-from huggingface_hub.utils import validate_hf_hub_args
 from torch import nn
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
-from .encoders import TextFeatures, encode_text
+from .encoders import TextFeatures, check_text_features, encode_text, repeat_features
+from .hub import StageGANPipelineHubMixin
 from .modeling_stagegan import StageGANGenerator
 
 logger = logging.get_logger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt")
-
-# Weight formats that are unpickled when read: never downloaded, never written (safetensors only).
-PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.msgpack", "*.h5", "*.onnx", "*.pb"]
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -76,15 +67,6 @@ class StageGANPipelineOutput(BaseOutput):
     level_images: tuple[list[PIL.Image.Image] | np.ndarray | torch.Tensor, ...] | None = None
 
 
-def repeat_features(features: TextFeatures, times: int) -> TextFeatures:
-    """Each prompt's text features `times` times in a row (one copy per image of that prompt)."""
-    return TextFeatures(
-        sentence_embeds=features.sentence_embeds.repeat_interleave(times, dim=0),
-        word_embeds=features.word_embeds.repeat_interleave(times, dim=0),
-        word_mask=features.word_mask.repeat_interleave(times, dim=0),
-    )
-
-
 def truncated_noise(
     shape: tuple[int, int],
     threshold: float,
@@ -112,8 +94,9 @@ def truncated_noise(
 
 
 @contextmanager
-def _eval_mode(*modules: nn.Module) -> Iterator[None]:
+def _eval_mode(*modules: nn.Module | None) -> Iterator[None]:
     """Run in eval mode (BatchNorm running statistics, no dropout), then give every submodule back its own mode."""
+    modules = [module for module in modules if module is not None]  # components loaded as None
     modes = [(submodule, submodule.training) for module in modules for submodule in module.modules()]
     try:
         for module in modules:
@@ -124,7 +107,7 @@ def _eval_mode(*modules: nn.Module) -> Iterator[None]:
             submodule.training = mode
 
 
-class StageGANPipeline(DiffusionPipeline):
+class StageGANPipeline(StageGANPipelineHubMixin, DiffusionPipeline):
     r"""
     Text-to-image generation with a StageGAN (GR-GAN, patent CN113781598B): one forward pass, no denoising loop.
     Level 1 turns noise into x1, level 2 refines it with the sentence vector into x2, level 3 with the word vectors
@@ -144,6 +127,8 @@ class StageGANPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->image_generator"
+    # without them the pipeline still draws from `prompt_embeds` (encode once, then free the text encoder's memory)
+    _optional_components = ["tokenizer", "text_encoder"]
 
     def __init__(
         self,
@@ -163,151 +148,6 @@ class StageGANPipeline(DiffusionPipeline):
         # the generator's images are in [-1, 1]; do_normalize maps them back to [0, 1] on the way out
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False, do_normalize=True)
 
-    # -----------------------------------------------------------------------------------------------------------------
-    # Loading and saving
-
-    @classmethod
-    @validate_hf_hub_args
-    def download(cls, pretrained_model_name: str, **kwargs) -> str:
-        r"""
-        Downloads (or finds in the HF cache) the files of a StageGAN pipeline repo and returns the snapshot folder.
-
-        `DiffusionPipeline.download` (diffusers 0.42) rejects our repos whenever it knows the repo's file list, that is
-        online (`model_info`) or offline once `snapshot_download` has cached `trees/<commit>.json`: in
-        `_get_custom_components_and_folders` (`pipelines/pipeline_loading_utils.py`) every component whose library
-        (`model_index.json`'s `["hf_stagegan.modeling_stagegan", "StageGANGenerator"]`) is neither a diffusers
-        library nor a diffusers pipeline module must ship as a remote-code file `image_generator/<library>.py`,
-        otherwise `ValueError: ... does not exist in <repo> and is not a module in 'diffusers/pipelines'`. Our
-        component is installed code, so that file never exists. Loading itself is fine: diffusers resolves an
-        imported module from `sys.modules`.
-
-        This override fetches exactly the files `from_pretrained` reads: `model_index.json`, then every component
-        folder it lists (minus components passed to `from_pretrained`), without pickled weight formats, all pinned to
-        the commit of `model_index.json`. Offline (`HF_HUB_OFFLINE=1` or `local_files_only=True`) the real
-        `huggingface_hub` code serves them from the cache, and checks the snapshot is complete when a tree listing is
-        cached.
-
-        Args:
-            pretrained_model_name (`str`): a Hub repo id, `"org/name"`.
-            cache_dir, revision, token, local_files_only, force_download: as in `DiffusionPipeline.from_pretrained`.
-        """
-        cache_dir = kwargs.pop("cache_dir", None)
-        revision = kwargs.pop("revision", None)
-        token = kwargs.pop("token", None)
-        # offline, say so to huggingface_hub: an incomplete snapshot is then reported with the missing files' names
-        local_files_only = bool(kwargs.pop("local_files_only", False)) or is_offline_mode()
-        force_download = kwargs.pop("force_download", False)
-        if kwargs.pop("use_safetensors", None) is False:
-            raise ValueError("`use_safetensors=False` is not supported: StageGAN checkpoints are safetensors only.")
-        if kwargs.pop("custom_pipeline", None) is not None:
-            raise ValueError("`custom_pipeline` is not supported by StageGANPipeline; load the repo without it.")
-        for ignored in ("proxies", "use_onnx", "custom_revision", "variant", "load_connected_pipeline"):
-            kwargs.pop(ignored, None)
-        kwargs.pop("trust_remote_code", None)  # nothing remote is ever imported
-
-        config_file = hf_hub_download(
-            pretrained_model_name,
-            cls.config_name,
-            revision=revision,
-            cache_dir=cache_dir,
-            token=token,
-            local_files_only=local_files_only,
-            force_download=force_download,
-        )
-        commit = Path(config_file).parent.name
-        if REGEX_COMMIT_HASH.fullmatch(commit):
-            revision = commit  # the components come from the same commit as model_index.json
-
-        with open(config_file, encoding="utf-8") as f:
-            model_index = json.load(f)
-        passed = {name for name, value in kwargs.items() if value is not None}
-        folders = [
-            name
-            for name, value in model_index.items()
-            if not name.startswith("_") and isinstance(value, list) and value[0] is not None and name not in passed
-        ]
-        return snapshot_download(
-            pretrained_model_name,
-            revision=revision,
-            cache_dir=cache_dir,
-            token=token,
-            local_files_only=local_files_only,
-            force_download=force_download,
-            allow_patterns=[cls.config_name] + [f"{folder}/*" for folder in folders],
-            ignore_patterns=PICKLE_PATTERNS,
-            user_agent={"pipeline_class": cls.__name__},
-        )
-
-    def save_pretrained(
-        self,
-        save_directory: str | os.PathLike,
-        safe_serialization: bool = True,
-        variant: str | None = None,
-        max_shard_size: int | str | None = None,
-        push_to_hub: bool = False,
-        **kwargs,
-    ):
-        r"""
-        Saves the three components (safetensors only) and `model_index.json` into `save_directory`. With
-        `push_to_hub=True` it also writes the StageGAN model card and uploads the folder, as [`push_to_hub`] does;
-        `repo_id`, `commit_message`, `private`, `token`, `create_pr` and model-card arguments (see
-        [`~hf_stagegan.hub.write_model_card`]) go in `kwargs`.
-        """
-        if not safe_serialization:
-            raise ValueError("`safe_serialization=False` is not supported: StageGAN checkpoints are safetensors only.")
-        super().save_pretrained(
-            save_directory, safe_serialization=True, variant=variant, max_shard_size=max_shard_size
-        )
-        if push_to_hub:
-            from .hub import push_folder_to_hub, write_model_card
-
-            repo_id = kwargs.pop("repo_id", Path(save_directory).name)
-            upload_kwargs = {
-                key: kwargs.pop(key) for key in ("commit_message", "private", "token", "create_pr") if key in kwargs
-            }
-            write_model_card(save_directory, pipeline=self, repo_id=repo_id, **kwargs)
-            return push_folder_to_hub(
-                save_directory, repo_id, **{"commit_message": f"Upload {type(self).__name__}", **upload_kwargs}
-            )
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        commit_message: str | None = None,
-        private: bool | None = None,
-        token: str | None = None,
-        create_pr: bool = False,
-        variant: str | None = None,
-        **card_kwargs,
-    ):
-        r"""
-        Uploads the pipeline (safetensors weights, configs, tokenizer) with a generated model card to `repo_id`, in one
-        commit. Returns the `huggingface_hub.CommitInfo` of that commit.
-
-        Args:
-            repo_id (`str`): the Hub repo, `"org/name"`; created if it does not exist.
-            commit_message (`str`, *optional*, defaults to `"Upload StageGANPipeline"`).
-            private, token, create_pr: as in `huggingface_hub.HfApi.upload_folder`.
-            card_kwargs: model card contents (license, datasets, hyperparameters, evaluation, sample prompts...),
-                see [`~hf_stagegan.hub.write_model_card`].
-        """
-        from .hub import push_folder_to_hub, write_model_card
-
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder, variant=variant)
-            write_model_card(folder, pipeline=self, repo_id=repo_id, **card_kwargs)
-            return push_folder_to_hub(
-                folder,
-                repo_id,
-                commit_message=commit_message or f"Upload {type(self).__name__}",
-                private=private,
-                token=token,
-                create_pr=create_pr,
-            )
-
-    # -----------------------------------------------------------------------------------------------------------------
-    # Inference
-
     def encode_prompt(
         self, prompt: str | list[str], device: torch.device | None = None, num_images_per_prompt: int = 1
     ) -> TextFeatures:
@@ -316,6 +156,7 @@ class StageGANPipeline(DiffusionPipeline):
         prompt repeated `num_images_per_prompt` times (`batch = len(prompt) * num_images_per_prompt`). A prompt longer
         than the tokenizer's limit is truncated, and the dropped text logged as a warning.
         """
+        self._check_text_components(prompt)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         device = device or self._execution_device
         max_length = self.tokenizer.model_max_length
@@ -337,6 +178,15 @@ class StageGANPipeline(DiffusionPipeline):
         )
         return repeat_features(features, num_images_per_prompt)
 
+    def _check_text_components(self, prompt) -> None:
+        missing = [name for name in ("tokenizer", "text_encoder") if getattr(self, name) is None]
+        if missing:
+            raise ValueError(
+                f"`prompt` ({prompt!r}) needs the pipeline's {' and '.join(missing)}, which it was loaded without "
+                f"({', '.join(f'`{name}=None`' for name in missing)}). Pass `prompt_embeds` (from `encode_prompt` of a "
+                "pipeline that has a text encoder) instead, or load the pipeline with its text encoder and tokenizer."
+            )
+
     def check_inputs(
         self,
         prompt,
@@ -348,6 +198,11 @@ class StageGANPipeline(DiffusionPipeline):
         output_type,
     ) -> int:
         """Raises `ValueError` / `TypeError` naming the bad argument and its value; returns the number of images."""
+        if self.image_generator is None:
+            raise ValueError(
+                "This pipeline has no `image_generator` (it was loaded with `image_generator=None`), so it cannot "
+                "draw images; it can only `encode_prompt`."
+            )
         if prompt is None and prompt_embeds is None:
             raise ValueError("Provide either `prompt` or `prompt_embeds`; got `prompt=None` and `prompt_embeds=None`.")
         if prompt is not None and prompt_embeds is not None:
@@ -372,9 +227,10 @@ class StageGANPipeline(DiffusionPipeline):
                     raise TypeError(f"`{name}` has to be of type `str`, got {type(text).__name__}: {text!r}.")
                 if not text.strip():
                     raise ValueError(f"`{name}` must be a non-empty string, got {text!r}.")
+            self._check_text_components(prompt)
             batch_size = len(prompts)
         else:
-            batch_size = self._check_prompt_embeds(prompt_embeds)
+            batch_size = check_text_features(prompt_embeds, self.image_generator.config.text_embed_dim, "prompt_embeds")
 
         if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int):
             raise TypeError(
@@ -416,25 +272,6 @@ class StageGANPipeline(DiffusionPipeline):
                     "too. Truncate your latents yourself (see `truncated_noise`) or drop one of the two."
                 )
         return num_images
-
-    def _check_prompt_embeds(self, prompt_embeds) -> int:
-        if not isinstance(prompt_embeds, TextFeatures):
-            raise TypeError(
-                f"`prompt_embeds` has to be a `TextFeatures` (from `pipe.encode_prompt`), got {type(prompt_embeds).__name__}."
-            )
-        sentence, words, mask = prompt_embeds.sentence_embeds, prompt_embeds.word_embeds, prompt_embeds.word_mask
-        dim = self.image_generator.config.text_embed_dim
-        if sentence is None or sentence.ndim != 2 or sentence.shape[1] != dim:
-            shape = None if sentence is None else tuple(sentence.shape)
-            raise ValueError(f"`prompt_embeds.sentence_embeds` must have shape (batch, {dim}), got {shape}.")
-        batch = sentence.shape[0]
-        if words is None or words.ndim != 3 or words.shape[0] != batch or words.shape[2] != dim:
-            shape = None if words is None else tuple(words.shape)
-            raise ValueError(f"`prompt_embeds.word_embeds` must have shape ({batch}, num_words, {dim}), got {shape}.")
-        if mask is None or tuple(mask.shape) != tuple(words.shape[:2]):
-            shape = None if mask is None else tuple(mask.shape)
-            raise ValueError(f"`prompt_embeds.word_mask` must have shape {tuple(words.shape[:2])}, got {shape}.")
-        return batch
 
     def prepare_latents(self, num_images, dtype, device, generator, latents=None, truncation_threshold=None):
         """The noise z, `(num_images, z_dim)`: `latents` as given, or sampled (truncated when asked)."""
