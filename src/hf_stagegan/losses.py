@@ -55,18 +55,24 @@ def word_region_similarity(
 
     Each word attends over the image's regions (softmax of gamma1 * cosine), giving a region context c_l; the pair's
     score aggregates the words' relevances R(c_l, e_l) = cosine(c_l, e_l) as (1/gamma2) log sum_l exp(gamma2 R_l),
-    over real words only.
+    over real words only (`word_mask` True). A text with no real word has no word-region evidence: its score is 0
+    for every image, a constant that carries no gradient (`word_region_loss` leaves such texts out).
     """
     regions = F.normalize(region_embeds, dim=-1)
     words = F.normalize(word_embeds, dim=-1)
     similarity = torch.einsum("ird,tld->itlr", regions, words)  # (B_img, B_txt, L, R)
     attention = (gamma1 * similarity).softmax(dim=-1)
     context = torch.einsum("itlr,ird->itld", attention, regions)  # (B_img, B_txt, L, D)
-    relevance = F.cosine_similarity(context, words[None], dim=-1)  # (B_img, B_txt, L)
-    if word_mask is not None:
-        # cosines lie in [-1, 1]: -1e4 removes a word from the sum, yet a text with no word stays finite (no NaN)
-        relevance = relevance.masked_fill(~word_mask.bool()[None], -1e4)
-    return torch.logsumexp(gamma2 * relevance, dim=-1) / gamma2
+    relevance = gamma2 * F.cosine_similarity(context, words[None], dim=-1)  # (B_img, B_txt, L)
+    if word_mask is None:
+        return torch.logsumexp(relevance, dim=-1) / gamma2
+    word_mask = word_mask.bool()
+    # masked words get the dtype's lowest value: exp() of it is exactly 0 next to any real word, and a text whose
+    # words are all masked still has a finite log-sum-exp (and finite gradients), which is then replaced by 0
+    relevance = relevance.masked_fill(~word_mask[None], torch.finfo(relevance.dtype).min)
+    scores = torch.logsumexp(relevance, dim=-1) / gamma2  # (B_img, B_txt)
+    has_words = word_mask.any(dim=-1)[None]  # (1, B_txt)
+    return torch.where(has_words, scores, torch.zeros_like(scores))
 
 
 def word_region_loss(
@@ -80,8 +86,20 @@ def word_region_loss(
     """
     The word-region term of Loss_CLIP_FT (claim 7, step z3): cross-entropy over the batch of gamma3 * R(Q, D), the
     DAMSM score of `word_region_similarity`, in both directions, summed.
+
+    Pairs whose text has no real word (empty caption, or special tokens only) are left out, both as pairs and as
+    negatives: words cannot be matched to regions where there are none. A batch with no word at all gives 0 (still
+    attached to the graph, so every parameter gets a gradient, as DDP requires).
     """
-    return _symmetric_cross_entropy(gamma3 * word_region_similarity(region_embeds, word_embeds, word_mask, gamma1, gamma2))
+    scores = gamma3 * word_region_similarity(region_embeds, word_embeds, word_mask, gamma1, gamma2)  # (B, B)
+    if word_mask is None:
+        return _symmetric_cross_entropy(scores)
+    has_words = word_mask.bool().any(dim=-1)  # (B,)
+    if bool(has_words.all()):
+        return _symmetric_cross_entropy(scores)
+    if not bool(has_words.any()):
+        return scores.sum() * 0.0
+    return _symmetric_cross_entropy(scores[has_words][:, has_words])
 
 
 def clip_ft_loss(sentence_term: torch.Tensor, word_term: torch.Tensor, sentence_weight: float = 4.0, word_weight: float = 1.0):
