@@ -251,7 +251,8 @@ def write_parquet_splits(
 ) -> dict[str, int]:
     """
     Writes each split's examples (`make_example(row)` for each of its `rows`, in order, over `num_proc` processes) as
-    `folder/data/<split>-NNNNN-of-NNNNN.parquet` shards of about 500 MB; returns the number of examples per split.
+    `folder/data/<split>-NNNNN-of-NNNNN.parquet` shards of about 500 MB; returns `{split: (examples, bytes)}`, the
+    bytes of the split's Arrow data.
     """
     (folder / "data").mkdir()
     cache = Path(tempfile.mkdtemp(prefix=".cache-", dir=folder))
@@ -273,7 +274,7 @@ def write_parquet_splits(
             for index in range(num_shards):
                 shard = dataset.shard(num_shards, index, contiguous=True)
                 shard.to_parquet(str(folder / "data" / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"))
-            written[split] = len(dataset)
+            written[split] = (len(dataset), dataset.data.nbytes)
             del dataset
     finally:
         shutil.rmtree(cache, ignore_errors=True)
@@ -283,15 +284,18 @@ def write_parquet_splits(
 def write_dataset_card(
     folder: Path,
     features: datasets.Features,
-    split_counts: Mapping[str, int],
+    split_sizes: Mapping[str, tuple[int, int]],
     pretty_name: str,
     license_id: str,
     body: str,
 ):
-    """`folder/README.md`: YAML metadata (configs pointing at the shards, features, split sizes) and `body`."""
+    """
+    `folder/README.md`: YAML metadata (configs pointing at the shards, features, split sizes from `split_sizes`,
+    `{split: (examples, bytes)}`) and `body`.
+    """
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    total = sum(split_counts.values())
+    total = sum(num for num, _ in split_sizes.values())
     size_category = next(
         (name for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")) if total < limit),
         "n>1M",
@@ -303,10 +307,13 @@ def write_dataset_card(
         task_categories=["text-to-image"],
         size_categories=[size_category],
         configs=[
-            {"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}-*"} for split in split_counts]}
+            {"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}-*"} for split in split_sizes]}
         ],
     )
-    splits = {split: datasets.SplitInfo(name=split, num_examples=num) for split, num in split_counts.items()}
+    splits = {
+        split: datasets.SplitInfo(name=split, num_examples=num, num_bytes=num_bytes)
+        for split, (num, num_bytes) in split_sizes.items()
+    }
     info = datasets.DatasetInfo(features=features, splits=datasets.SplitDict(splits))
     datasets.info.DatasetInfosDict({"default": info}).to_dataset_card_data(data)
     card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n")
@@ -338,8 +345,9 @@ def finish_preparation(
     report.warn()
     with atomic_folder(output_dir, overwrite) if output_dir is not None else tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        report.split_counts = write_parquet_splits(folder, splits, make_example, features, num_proc)
-        write_dataset_card(folder, features, report.split_counts, **card(report.split_counts))
+        split_sizes = write_parquet_splits(folder, splits, make_example, features, num_proc)
+        report.split_counts = {split: num for split, (num, _) in split_sizes.items()}
+        write_dataset_card(folder, features, split_sizes, **card(report.split_counts))
         if push_to_hub is not None:
             from ..hub import push_folder_to_hub
 
