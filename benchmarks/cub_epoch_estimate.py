@@ -2,8 +2,8 @@
 
 Counts (with `torch.utils.flop_counter`, on CPU, one step each) the FLOPs of
 - a CLIP_FT step with a CLIP of ViT-B/32's architecture (`clip_finetuning_step`: both towers, both losses, backward),
-- a StageGAN training step of the default 256 px config with that CLIP as the matching model (`training_step`: text
-  encoding, x1/x2/x3, D1-D3 updates, the G update through the CLIP image tower twice),
+- a StageGAN training step at 256 px with the authors' widths (G 64, D 32 channels) and that CLIP as the matching
+  model (`training_step`: text encoding, x1/x2/x3, D1-D3 updates, the G update through the CLIP image tower twice),
 then multiplies by the steps of one epoch of the literature split (8,855 training images) and divides by a GPU's dense
 peak throughput times an assumed utilisation (model FLOPs utilisation, MFU). No GPU was available to measure: the MFU
 range is an assumption, stated in the output; with a GPU, `benchmarks/training_step.py` and
@@ -47,6 +47,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip_batch_size", type=int, default=48, help="GR-GAN's ITM batch")
     parser.add_argument("--gan_batch_size", type=int, default=8, help="GR-GAN's batch (DM-GAN's bird config: 10)")
+    parser.add_argument("--generator_channels", type=int, default=64, help="GR-GAN's GF_DIM")
+    parser.add_argument("--discriminator_channels", type=int, default=32, help="GR-GAN's DF_DIM")
     parser.add_argument("--epochs", type=int, default=800, help="GAN epochs (DM-GAN's bird config, GR-GAN's default)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -59,7 +61,9 @@ def main():
     clip_flops = count(lambda: clip_finetuning_step(batch_of(args.clip_batch_size, 224), CLIPMatchingLoss(clip), optimizer))
 
     clip.eval().requires_grad_(False)
-    config = StageGANConfig()  # 64 / 128 / 256 px, G 32 channels, D 64 channels, text width 512
+    config = StageGANConfig(  # 64 / 128 / 256 px, text width 512
+        generator_channels=args.generator_channels, discriminator_channels=args.discriminator_channels
+    )
     generator, discriminator = StageGANGenerator(config), StageGANDiscriminator(config)
     optimizers = build_optimizers(generator, discriminator)
     gan_flops = count(lambda: training_step(
@@ -68,6 +72,8 @@ def main():
     ))
 
     rows = []
+    print(f"StageGAN config: {config.stage_resolutions} px, G {config.generator_channels} ch, D "
+          f"{config.discriminator_channels} ch; CLIP of ViT-B/32's architecture")
     for name, flops, batch_size in (("CLIP_FT", clip_flops, args.clip_batch_size), ("StageGAN", gan_flops, args.gan_batch_size)):
         steps = NUM_TRAIN // batch_size  # drop_last
         epoch = flops * steps

@@ -263,3 +263,16 @@ def test_push_to_hub_uploads_the_folder_with_a_dataset_card(cub, tmp_path, monke
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(content)
     assert load(folder, tmp_path)["train"].features["class_label"].names == CLASSES
+
+
+def test_a_failed_upload_keeps_the_prepared_folder(cub, tmp_path, monkeypatch):
+    FakeHub(monkeypatch)
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("the Hub is unreachable")
+
+    monkeypatch.setattr("huggingface_hub.HfApi.create_commit", unreachable)
+    out = tmp_path / "cub"
+    with pytest.raises(ConnectionError):
+        prepare_cub(**cub, output_dir=out, push_to_hub="org/cub-captions", size=32)
+    assert load(out, tmp_path)["train"].num_rows == 8  # complete, and only then uploaded

@@ -182,6 +182,7 @@ def _split_ids(metadata: dict, split: str, split_dir, report: PreparationReport)
     for split_name, names in read_literature_splits(split_dir).items():
         splits[split_name] = []
         for name in names:
+            name = name[: -len(".jpg")] if name.lower().endswith(".jpg") else name  # lists written with the extension
             if name in ids_by_name:
                 splits[split_name].append(ids_by_name[name])
             else:

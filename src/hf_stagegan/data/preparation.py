@@ -335,7 +335,8 @@ def finish_preparation(
 ):
     """
     Writes the splits and the card into `output_dir` (atomically), or into a temporary folder when only `push_to_hub`
-    is given, and uploads that folder as the Hub dataset `push_to_hub` (one commit).
+    is given, and uploads that folder as the Hub dataset `push_to_hub` (one commit). The upload starts only once
+    `output_dir` is complete, so a failed upload never costs the prepared folder.
     """
     if output_dir is None and push_to_hub is None:
         raise ValueError("Give `output_dir`, `push_to_hub`, or both: the prepared dataset has to go somewhere.")
@@ -343,20 +344,31 @@ def finish_preparation(
         if not rows:
             raise ValueError(f"{report.dataset}: no example is left in the {split!r} split ({report.summary()}).")
     report.warn()
-    with atomic_folder(output_dir, overwrite) if output_dir is not None else tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
+
+    def write(folder: Path):
         split_sizes = write_parquet_splits(folder, splits, make_example, features, num_proc)
         report.split_counts = {split: num for split, (num, _) in split_sizes.items()}
         write_dataset_card(folder, features, split_sizes, **card(report.split_counts))
-        if push_to_hub is not None:
-            from ..hub import push_folder_to_hub
 
-            push_folder_to_hub(
-                folder, push_to_hub, repo_type="dataset", private=private, token=token,
-                commit_message=f"Upload {report.dataset} prepared by hf-stagegan",
-            )
-            report.repo_id = push_to_hub
-    report.output_dir = None if output_dir is None else str(Path(output_dir).expanduser())
+    def push(folder: Path):
+        from ..hub import push_folder_to_hub
+
+        push_folder_to_hub(
+            folder, push_to_hub, repo_type="dataset", private=private, token=token,
+            commit_message=f"Upload {report.dataset} prepared by hf-stagegan",
+        )
+        report.repo_id = push_to_hub
+
+    if output_dir is None:
+        with tempfile.TemporaryDirectory() as folder:
+            write(Path(folder))
+            push(Path(folder))
+        return
+    with atomic_folder(output_dir, overwrite) as folder:
+        write(folder)
+    report.output_dir = str(Path(output_dir).expanduser())
+    if push_to_hub is not None:
+        push(Path(report.output_dir))
 
 
 def count_table(counts: Mapping[str, int]) -> str:
