@@ -99,6 +99,7 @@ def test_clip_config_defaults_are_vit_b32():
     assert config.projection_dim == VIT_B32["projection_dim"]
 
 
+@pytest.mark.slow  # builds, saves and loads 151 M parameters
 @needs_bpe
 def test_saved_vit_b32_loads_as_the_pretrained_path_does(vit_b32_dir, tokenizer_vit):
     clip, tokenizer = load_or_build_clip(str(vit_b32_dir))
