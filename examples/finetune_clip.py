@@ -5,7 +5,7 @@ small CLIP). The output folder is a standard CLIP folder (model + tokenizer) for
 
     accelerate launch examples/finetune_clip.py --output_dir clip-ft-synthbirds             # SynthBirds, from scratch
     accelerate launch examples/finetune_clip.py --clip_model_name_or_path openai/clip-vit-base-patch32 \\
-        --dataset_name org/cub-captions --caption_column captions --output_dir clip-ft-cub --max_train_steps 5000
+        --dataset_name cub --image_transform literature --output_dir clip-ft-cub --max_train_steps 5000
     accelerate launch examples/train.py --clip_model_name_or_path clip-ft-synthbirds
 """
 
@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from hf_stagegan.clip_finetuning import SMALL_CLIP, clip_matching_losses, finetune_clip, load_or_build_clip
-from hf_stagegan.data import all_captions, build_dataloader, check_columns, load_image_text_dataset
+from hf_stagegan.data import IMAGE_TRANSFORMS, all_captions, build_dataloader, check_columns, load_image_text_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ def parse_args(argv=None):
     parser.add_argument("--caption_column")
     parser.add_argument("--cache_dir")
     parser.add_argument("--synthbirds_num_train", type=int, default=2000)
+    parser.add_argument(
+        "--image_transform", default="center", choices=["center", "literature"],
+        help="literature: resize to 76/64 of the CLIP's image size, random crop, random flip (GR-GAN's ITM training)",
+    )
     parser.add_argument("--vocab_size", type=int, default=1000, help="tokenizer size when training from scratch")
     parser.add_argument("--hidden_size", type=int, default=SMALL_CLIP["hidden_size"], help="from scratch only")
     parser.add_argument("--num_hidden_layers", type=int, default=SMALL_CLIP["num_hidden_layers"], help="from scratch only")
@@ -70,7 +74,7 @@ def main(argv=None):
     with accelerator.main_process_first():
         dataset = load_image_text_dataset(
             args.dataset_name, args.train_data_dir, dataset_config_name=args.dataset_config_name,
-            cache_dir=args.cache_dir, **synthbirds,
+            cache_dir=args.cache_dir, caption_column=args.caption_column, **synthbirds,
         )
     image_column, caption_column = check_columns(dataset, args.image_column, args.caption_column)
     captions = all_captions(dataset, caption_column)
@@ -79,12 +83,14 @@ def main(argv=None):
 
     dataloader = build_dataloader(
         dataset, tokenizer, clip_model.config.vision_config.image_size, args.train_batch_size, seed=args.seed,
-        image_column=image_column, caption_column=caption_column,
+        image_column=image_column, caption_column=caption_column, **IMAGE_TRANSFORMS[args.image_transform],
     )
-    # a fixed batch (last epoch's ordering seed, never the first training batches) to report the loss before and after
+    # a fixed batch (last epoch's ordering seed, never the first training batches) to report the loss before and after,
+    # without random crops or flips
+    probe_transform = IMAGE_TRANSFORMS["literature_eval" if args.image_transform == "literature" else "center"]
     probe = next(iter(build_dataloader(
         dataset, tokenizer, clip_model.config.vision_config.image_size, args.train_batch_size, seed=args.seed + 1,
-        image_column=image_column, caption_column=caption_column,
+        image_column=image_column, caption_column=caption_column, **probe_transform,
     )))
     before = probe_losses(clip_model.to(accelerator.device), probe, accelerator.device)
     clip_model = finetune_clip(clip_model, dataloader, accelerator, args.max_train_steps, args.learning_rate, word_weight=args.word_weight)

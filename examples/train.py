@@ -9,7 +9,8 @@ CPU-sized StageGAN (16 / 32 / 64 px), and save a pipeline that `StageGANPipeline
 
 Your own data and CLIP (a Hub dataset or an imagefolder with metadata.jsonl; a pretrained or fine-tuned CLIP):
 
-    accelerate launch examples/train.py --dataset_name org/cub-captions --caption_column captions \\
+    hf-stagegan prepare-cub --cub_dir CUB_200_2011 --text_dir birds/text --output_dir cub   # docs/training.md
+    accelerate launch examples/train.py --dataset_name cub --image_transform literature \\
         --clip_model_name_or_path clip-ft-cub --resolution 256 --train_batch_size 8 --use_ema \\
         --output_dir stagegan-cub --push_to_hub --hub_model_id org/stagegan-cub
 
@@ -48,7 +49,7 @@ from hf_stagegan.checkpointing import (
     save_checkpoint,
 )
 from hf_stagegan.clip_finetuning import finetune_clip, load_or_build_clip
-from hf_stagegan.data import all_captions, build_dataloader, check_columns, load_image_text_dataset
+from hf_stagegan.data import IMAGE_TRANSFORMS, all_captions, build_dataloader, check_columns, load_image_text_dataset
 from hf_stagegan.data.synthbirds import short_caption
 from hf_stagegan.encoders import text_encoder_from_clip
 from hf_stagegan.evaluation import color_accuracy
@@ -72,7 +73,12 @@ def parse_args(argv=None):
     data.add_argument("--caption_column", help="a string or list-of-strings column; default: 'captions', else 'text'")
     data.add_argument("--cache_dir")
     data.add_argument("--synthbirds_num_train", type=int, default=2000)
-    data.add_argument("--random_flip", action="store_true")
+    data.add_argument(
+        "--image_transform", default="center", choices=["center", "literature"],
+        help="center: shorter side to the resolution, centre crop; literature (AttnGAN, DM-GAN, DF-GAN, GALIP): "
+        "resize to 76/64 of it (304 px for 256), random crop, random horizontal flip",
+    )
+    data.add_argument("--random_flip", action="store_true", help="also flip with --image_transform center")
     data.add_argument("--dataloader_num_workers", type=int, default=0)
 
     model = parser.add_argument_group("model")
@@ -267,9 +273,10 @@ def main(argv=None):
     with accelerator.main_process_first():  # the main process downloads / builds into the cache first
         dataset = load_image_text_dataset(
             args.dataset_name, args.train_data_dir, dataset_config_name=args.dataset_config_name,
-            cache_dir=args.cache_dir, **synthbirds,
+            cache_dir=args.cache_dir, caption_column=args.caption_column, **synthbirds,
         )
     image_column, caption_column = check_columns(dataset, args.image_column, args.caption_column)
+    transform = {**IMAGE_TRANSFORMS[args.image_transform], **({"random_flip": True} if args.random_flip else {})}
 
     # 2. CLIP_FT: the matching model, fine-tuned (or trained from scratch) on the captions, then frozen
     captions = all_captions(dataset, caption_column)
@@ -282,7 +289,7 @@ def main(argv=None):
         clip_loader = build_dataloader(
             dataset, tokenizer, clip_model.config.vision_config.image_size, args.clip_batch_size, seed=args.seed,
             image_column=image_column, caption_column=caption_column, num_workers=args.dataloader_num_workers,
-            num_negatives=args.clip_num_negatives,
+            num_negatives=args.clip_num_negatives, **transform,
         )
         clip_model = finetune_clip(clip_model, clip_loader, accelerator, args.clip_finetune_steps, args.clip_learning_rate)
         if accelerator.is_main_process:  # kept, so that a resumed run uses the same CLIP_FT
@@ -301,8 +308,7 @@ def main(argv=None):
     )
     dataloader = build_dataloader(
         dataset, tokenizer, config.stage_resolutions[-1], args.train_batch_size, seed=args.seed,
-        image_column=image_column, caption_column=caption_column, random_flip=args.random_flip,
-        num_workers=args.dataloader_num_workers,
+        image_column=image_column, caption_column=caption_column, num_workers=args.dataloader_num_workers, **transform,
         num_negatives=1 if config.mismatched_text_weight > 0 and args.mismatched_captions == "color_swap" else 0,
     )
     prepared = accelerator.prepare(generator, *discriminator.levels, *optimizers.values(), dataloader)

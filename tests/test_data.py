@@ -9,10 +9,13 @@ import torch
 from PIL import Image
 
 from hf_stagegan.data import (
+    IMAGE_TRANSFORMS,
     EpochSampler,
     ImageTextDataset,
     build_dataloader,
+    caption_has_words,
     check_columns,
+    drop_wordless_captions,
     load_image_text_dataset,
     preprocess_image,
 )
@@ -270,3 +273,107 @@ def test_dataloader_refuses_a_dataset_smaller_than_a_batch(tokenizer):
     with pytest.raises(ValueError, match="fewer than `batch_size`=4"):
         build_dataloader(in_memory([["a"], ["b"]]), tokenizer, 16, batch_size=4)
     assert len(build_dataloader(in_memory([["a"], ["b"]]), tokenizer, 16, batch_size=4, drop_last=False)) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# captions that carry no words; the literature's transforms
+
+
+def test_an_empty_caption_among_twelve_is_counted_and_left_out_and_odd_images_load(tmp_path, caplog, tokenizer):
+    # the user: an imagefolder with one empty caption among 12, and grayscale, RGBA, 8x8 and 300x90 images
+    root = tmp_path / "birds"
+    root.mkdir()
+    odd = {0: Image.new("L", (40, 30), 90), 1: Image.new("RGBA", (40, 30), (200, 30, 30, 128)),
+           2: Image.new("RGB", (8, 8), (10, 200, 10)), 3: Image.new("RGB", (300, 90), (10, 10, 200))}
+    with open(root / "metadata.jsonl", "w") as metadata:
+        for i in range(12):
+            odd.get(i, Image.new("RGB", (40, 30), (30 * i, 100, 100))).save(root / f"bird_{i}.png")
+            metadata.write(json.dumps({"file_name": f"bird_{i}.png", "text": "" if i == 5 else f"a bird number {i}"}) + "\n")
+    with caplog.at_level("WARNING", logger="hf_stagegan.data.loading"):
+        dataset = load_image_text_dataset(train_data_dir=str(root), cache_dir=str(tmp_path / "cache"))
+    assert len(dataset) == 11 and "" not in dataset["text"]
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "Left out 1 of 12 captions in column 'text'" in warning and "e.g. ['']" in warning
+    assert "11 examples remain" in warning
+    batches = list(build_dataloader(dataset, tokenizer, resolution=16, batch_size=4, seed=0, drop_last=False))
+    assert [len(batch["pixel_values"]) for batch in batches] == [4, 4, 3]
+    assert all(batch["attention_mask"][:, 1:].any(dim=1).all() for batch in batches)  # every caption has a token
+
+
+def test_wordless_captions_in_lists_are_left_out_and_empty_rows_dropped(caplog):
+    dataset = in_memory([["a red bird", "", "  "], ["<|startoftext|> <|endoftext|>"], ["a blue bird", "\n"], []])
+    with caplog.at_level("WARNING", logger="hf_stagegan.data.loading"):
+        cleaned = drop_wordless_captions(dataset, "captions", source="the toy set")
+    assert cleaned["captions"] == [["a red bird"], ["a blue bird"]]
+    assert cleaned["label"] == [0, 2]  # the other columns follow their rows
+    assert cleaned.features == dataset.features
+    message = caplog.records[-1].getMessage()
+    assert "Left out 4 of 6 captions in column 'captions' of the toy set" in message
+    assert "2 example(s) had no caption left and were left out" in message
+    clean = in_memory([["a red bird"], ["a blue bird"]])
+    assert drop_wordless_captions(clean, "captions") is clean  # nothing to leave out: not even copied
+    with pytest.raises(ValueError, match=r"No caption with words in column 'captions' of the dataset: all 3 captions"):
+        drop_wordless_captions(in_memory([["", " "], ["<|endoftext|>"]]), "captions")
+
+
+def test_every_source_is_cleaned_when_loaded(tmp_path, caplog):
+    # a Hub-style dataset folder (Parquet, what prepare-cub / prepare-coco write and a Hub download holds)
+    folder = tmp_path / "hub-like"
+    (folder / "data").mkdir(parents=True)
+    in_memory([["a red bird", ""], ["a blue bird"]]).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    with caplog.at_level("WARNING", logger="hf_stagegan.data.loading"):
+        dataset = load_image_text_dataset(dataset_name=str(folder), cache_dir=str(tmp_path / "cache"))
+    assert dataset["captions"] == [["a red bird"], ["a blue bird"]]
+    assert "'train' split of dataset" in caplog.records[-1].getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hf_stagegan.data.loading"):
+        load_image_text_dataset(num_train=8, num_test=0, resolution=16)  # SynthBirds: nothing to leave out
+    assert not caplog.records
+
+
+def test_caption_has_words():
+    assert caption_has_words("a bird") and caption_has_words("!") and caption_has_words("<|endoftext|> bird")
+    for caption in ("", "   ", "\t\n", "<|endoftext|>", "<|startoftext|><|endoftext|>", None, 3):
+        assert not caption_has_words(caption)
+
+
+def test_literature_transform_resizes_to_304_for_256_then_crops_and_flips():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (100, 200, 3), dtype=np.uint8))
+    transform = IMAGE_TRANSFORMS["literature"]
+    assert transform == {"resize_ratio": 76 / 64, "center_crop": False, "random_flip": True}
+    assert int(256 * transform["resize_ratio"]) == 304
+    resized = np.asarray(image.resize((152, 76), Image.Resampling.LANCZOS))  # at 64 px: shorter side to 76
+    flips = []
+    for seed in range(8):  # each a 64 x 64 window of the resize at the rng's offsets, flipped by its third draw
+        draws = np.random.default_rng(seed).random(3)
+        left, top = round((152 - 64) * draws[0]), round((76 - 64) * draws[1])
+        window = resized[top : top + 64, left : left + 64]
+        flips.append(draws[2] < 0.5)
+        window = window[:, ::-1] if flips[-1] else window
+        out = preprocess_image(image, 64, rng=np.random.default_rng(seed), **transform)
+        torch.testing.assert_close(out, torch.from_numpy(window.copy()).permute(2, 0, 1).float() / 127.5 - 1)
+    assert any(flips) and not all(flips)
+    # evaluation: the centre window of the same resize
+    out = preprocess_image(image, 64, **IMAGE_TRANSFORMS["literature_eval"])
+    window = resized[6:70, 44:108]
+    torch.testing.assert_close(out, torch.from_numpy(window.copy()).permute(2, 0, 1).float() / 127.5 - 1)
+    with pytest.raises(ValueError, match="`resize_ratio` must be >= 1"):
+        preprocess_image(image, 64, resize_ratio=0.5)
+
+
+def test_a_prepared_304_image_is_not_resampled_at_256():
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (304, 400, 3), dtype=np.uint8))
+    out = preprocess_image(image, 256, center_crop=False, rng=np.random.default_rng(1), resize_ratio=76 / 64)
+    draws = np.random.default_rng(1).random(3)
+    left, top = round((400 - 256) * draws[0]), round((304 - 256) * draws[1])
+    crop = np.asarray(image)[top : top + 256, left : left + 256]  # cut straight from the stored pixels
+    torch.testing.assert_close(out, torch.from_numpy(crop.copy()).permute(2, 0, 1).float() / 127.5 - 1)
+
+
+def test_dataloader_takes_the_literature_transform_reproducibly(tokenizer):
+    dataset = in_memory([["a red bird"]] * 8, size=(64, 48))
+    first = next(iter(build_dataloader(dataset, tokenizer, 32, batch_size=4, seed=3, **IMAGE_TRANSFORMS["literature"])))
+    again = next(iter(build_dataloader(dataset, tokenizer, 32, batch_size=4, seed=3, **IMAGE_TRANSFORMS["literature"])))
+    assert first["pixel_values"].shape == (4, 3, 32, 32)
+    assert torch.equal(first["pixel_values"], again["pixel_values"])  # a pure function of (seed, epoch, index)

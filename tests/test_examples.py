@@ -14,12 +14,15 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from transformers import AutoTokenizer, CLIPModel
+from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
 from hf_stagegan import StageGANGenerator, StageGANPipeline
 from hf_stagegan.checkpointing import list_checkpoints, resolve_checkpoint
+from hf_stagegan.cli import main as cli_main
 from hf_stagegan.data.synthbirds import build_synthbirds
+from hf_stagegan.encoders import clip_tokenizer_from_bpe, find_clip_bpe
 
+from .fake_datasets import write_fake_cub
 from .test_hub import FakeHub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +35,10 @@ TINY = [
 ]
 
 pytestmark = pytest.mark.slow
+try:
+    BPE_AVAILABLE = bool(find_clip_bpe())
+except FileNotFoundError:
+    BPE_AVAILABLE = False
 
 
 def run(args, tmp_path, check=True, timeout=600):
@@ -220,3 +227,40 @@ def test_push_to_hub_uploads_the_result(tmp_path, monkeypatch):
     assert not folders & {"checkpoint-2", "logs", "validation"}
     assert not [path for path in commit.files if path.endswith((".bin", ".pkl", ".pt"))]
     assert Image.open(out / "samples.png").size[0] > 0
+
+
+def test_train_two_steps_on_a_prepared_cub_folder(tmp_path):
+    cub = write_fake_cub(tmp_path / "downloads")
+    data = tmp_path / "cub"
+    assert cli_main(["prepare-cub", *(f"--{key}={value}" for key, value in cub.items()), "--output_dir", str(data),
+                     "--size", "48"]) == 0
+    out = tmp_path / "out"
+    result = run([TRAIN, *TINY, "--dataset_name", str(data), "--image_transform", "literature", "--max_train_steps", "2",
+                  "--output_dir", str(out)], tmp_path)
+    log = result.stdout + result.stderr
+    assert "Using caption column 'captions'" in log and "8 examples, 1 steps per epoch, 2 steps" in log
+    pipe = StageGANPipeline.from_pretrained(out)
+    assert pipe("this bird has a red crown", generator=torch.Generator().manual_seed(0)).images[0].size == (32, 32)
+
+
+@pytest.mark.skipif(not BPE_AVAILABLE, reason="needs open-clip-torch's BPE file: pip install --no-deps open-clip-torch")
+def test_train_end_to_end_from_a_vit_b32_clip(tmp_path):
+    # the pretrained-CLIP path (--clip_model_name_or_path openai/clip-vit-base-patch32), offline: the real architecture
+    # and Hub config with random weights, OpenAI's BPE tokenizer; CLIP_FT fine-tunes it, regions from its 7 x 7 grid
+    torch.manual_seed(0)
+    clip_dir = tmp_path / "clip-vit-base-patch32"
+    CLIPModel(CLIPConfig(text_config={"bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1})).save_pretrained(clip_dir)
+    clip_tokenizer_from_bpe().save_pretrained(clip_dir)
+    out = tmp_path / "out"
+    run([TRAIN, *TINY, "--synthbirds_num_train", "8", "--clip_batch_size", "4", "--train_batch_size", "4",
+         "--clip_model_name_or_path", str(clip_dir), "--clip_finetune_steps", "1", "--clip_learning_rate", "1e-5",
+         "--max_train_steps", "2", "--output_dir", str(out)], tmp_path)
+    clip_ft = CLIPModel.from_pretrained(out / "clip")
+    assert clip_ft.config.vision_config.patch_size == 32 and clip_ft.config.projection_dim == 512
+    original, tuned = load_file(clip_dir / "model.safetensors"), clip_ft.state_dict()
+    for name in ("text_model.embeddings.token_embedding.weight", "text_projection.weight",
+                 "vision_model.embeddings.patch_embedding.weight", "visual_projection.weight"):
+        assert not torch.equal(original[name], tuned[name]), name  # CLIP_FT fine-tuned both towers
+    pipe = StageGANPipeline.from_pretrained(out)
+    assert len(pipe.tokenizer) == 49408 and pipe.image_generator.config.text_embed_dim == 512
+    assert pipe("a red bird", generator=torch.Generator().manual_seed(0)).images[0].size == (32, 32)

@@ -106,7 +106,40 @@ def test_word_region_loss_ignores_padding_and_survives_empty_text():
     changed[0, 2:] = torch.randn(2, 3) * 50
     torch.testing.assert_close(word_region_loss(regions, words, mask), word_region_loss(regions, changed, mask))
     empty = torch.zeros_like(mask)
-    assert torch.isfinite(word_region_loss(regions, words, empty))
+    assert word_region_loss(regions, words, empty).item() == 0.0
+
+
+def test_a_text_with_no_words_scores_zero_and_is_left_out_of_the_word_region_loss():
+    # The bug this guards: an all-masked text used to score about -1e4 (the mask fill), times gamma3 as a logit, so the
+    # image paired with an empty caption cost about 2e4 (loss_g3 jumped from 18 to 25,015 at one empty caption).
+    torch.manual_seed(3)
+    regions = torch.randn(4, 6, 8, dtype=torch.float64, requires_grad=True)
+    words = torch.randn(4, 5, 8, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    scores = word_region_similarity(regions, words, mask)
+    assert torch.equal(scores[:, 1], torch.zeros(4, dtype=torch.float64))  # neutral, for every image
+    assert scores.abs().max() <= 1 + math.log(5) / 5  # R(Q, D) of real words lies in [-1, 1 + log(L) / gamma2]
+
+    loss = word_region_loss(regions, words, mask)
+    keep = [0, 2, 3]  # the pair with the empty text is left out, as a pair and as a negative
+    expected = word_region_loss(regions[keep], words[keep], mask[keep])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert loss.item() < 2 * math.log(3) + 2 * 10.0 * (2 + math.log(5) / 5)  # bounded by the score range
+    loss.backward()
+    assert torch.isfinite(regions.grad).all() and torch.isfinite(words.grad).all()
+    assert words.grad[1].abs().max() == 0  # nothing is learnt from a text with no words
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_word_region_loss_with_an_empty_text_stays_finite_in_half_precision(dtype):
+    torch.manual_seed(4)
+    regions = torch.randn(3, 4, 8).to(dtype).requires_grad_()
+    words = torch.randn(3, 5, 8).to(dtype).requires_grad_()
+    mask = torch.tensor([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    loss = word_region_loss(regions, words, mask)
+    loss.float().backward()
+    assert torch.isfinite(loss) and loss.item() < 50
+    assert torch.isfinite(regions.grad).all() and torch.isfinite(words.grad).all()
 
 
 def test_clip_ft_loss_weights_sentence_four_to_one():

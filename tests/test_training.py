@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from accelerate import Accelerator
@@ -198,3 +200,19 @@ def test_learning_red_caption_gives_redder_images(tokenizer, clip_model, fusion_
     assert abs(initial[2]) < 0.1  # untrained: no colour preference
     assert final[0] == pytest.approx(0.0, abs=1e-6)  # level 1 never sees text
     assert final[1] > 0.5 and final[2] > 0.5, final  # sentence (x2) and words (x3) now steer the colour
+
+
+def test_a_caption_with_no_words_leaves_the_level3_loss_bounded(tokenizer, clip_model):
+    # an empty caption used to give its image a word-region logit of about -1e4 * gamma3: loss_g3 jumped to ~2e4
+    generator, discriminator, optimizers = build(tiny_config())
+    clip_model.requires_grad_(False)
+    batch = toy_batch(tokenizer, 4)
+    text = tokenize_prompts(tokenizer, ["a red bird", "", "a red bird", "<|endoftext|>"])
+    batch.update(input_ids=text.input_ids, attention_mask=text.attention_mask)
+    logs = training_step(
+        batch, generator=generator, discriminator_levels=discriminator.levels, clip_model=clip_model, optimizers=optimizers
+    )
+    # two pairs with words are left: their word-region CE is at most 2 log 2 + 2 * gamma3 * (score range 2 + log L / 5)
+    assert 0 < logs["loss_clip_ft_word"] < 2 * math.log(2) + 2 * 10 * (2 + math.log(16) / 5)
+    assert logs["loss_g3"] < 200 and all(math.isfinite(value) for value in logs.values())
+    assert all(torch.isfinite(p).all() for p in generator.parameters())

@@ -5,7 +5,12 @@ hf-stagegan generate "a red bird" --model org/stagegan-cub --num-images 4 --seed
 hf-stagegan generate "a red bird" "a blue bird" --model ./out --num-images 3 --levels --out birds.png
 hf-stagegan demo --model org/stagegan-cub                  # a Gradio app on http://127.0.0.1:7860 (hf-stagegan[demo])
 hf-stagegan export-space --model org/stagegan-cub --output_dir space/   # app.py, requirements.txt, README.md
+hf-stagegan prepare-cub --cub_dir CUB_200_2011 --text_dir birds/text --output_dir cub --split literature --split_dir birds
+hf-stagegan prepare-coco --coco_dir coco --output_dir coco-captions --max_images 5000
 ```
+
+`prepare-cub` and `prepare-coco` write the dataset folders `examples/train.py --dataset_name` takes (see
+`hf_stagegan.data.cub`, `hf_stagegan.data.coco`) and print what they counted.
 
 `--model` is a Hub id (served from the HF cache when `HF_HUB_OFFLINE=1`) or a local folder written by
 `save_pretrained`. Image `j` of prompt `k` is drawn with seed `seed + k * num_images + j`, so a grid's first image does
@@ -93,7 +98,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     space.add_argument("--overwrite", action="store_true", help="replace app.py, requirements.txt, README.md there")
     space.set_defaults(subparser=space)
+
+    cub = commands.add_parser(
+        "prepare-cub",
+        help="CUB-200-2011 + captions -> a dataset folder, cropped and split as the literature does",
+        description="Prepare CUB-200-2011 with its captions as the text-to-image literature does (AttnGAN's bird "
+        "crop, the literature's class-disjoint split) into a dataset folder for `datasets.load_dataset` and "
+        "`examples/train.py --dataset_name`.",
+    )
+    cub.add_argument("--cub_dir", required=True, help="the CUB_200_2011 folder (images/, images.txt, bounding_boxes.txt, ...)")
+    cub.add_argument("--text_dir", required=True, help="the captions, <class>/<image>.txt (AttnGAN's birds/text)")
+    cub.add_argument(
+        "--split", choices=["literature", "official"], default="literature",
+        help="literature: AttnGAN's class-disjoint 150/50 lists (8,855 / 2,933); official: train_test_split.txt",
+    )
+    cub.add_argument(
+        "--split_dir", help="holds train/filenames.pickle and test/filenames.pickle (default: the folder of --text_dir)"
+    )
+    _add_preparation_arguments(cub)
+    cub.set_defaults(subparser=cub)
+
+    coco = commands.add_parser(
+        "prepare-coco",
+        help="COCO 2014 captions -> a dataset folder (train2014 / val2014 as train / test)",
+        description="Prepare COCO 2014 with its captions (5 per image; train2014 as train, val2014 as test, as "
+        "AttnGAN and GR-GAN) into a dataset folder for `datasets.load_dataset` and `examples/train.py`.",
+    )
+    coco.add_argument("--coco_dir", required=True, help="holds train2014/, val2014/ and annotations/captions_*2014.json")
+    coco.add_argument("--max_images", type=int, help="keep only the first N images of each split (a subset)")
+    coco.add_argument("--split_dir", help="optional AttnGAN lists train/filenames.pickle and test/filenames.pickle")
+    _add_preparation_arguments(coco)
+    coco.set_defaults(subparser=coco)
     return parser
+
+
+def _add_preparation_arguments(parser: argparse.ArgumentParser):
+    parser.add_argument("--output_dir", help="the dataset folder to write (datasets.load_dataset(output_dir))")
+    parser.add_argument("--size", type=int, default=304, help="stored shorter side in pixels (default: 304, for 256 px training)")
+    parser.add_argument("--image_format", choices=["jpeg", "png"], default="jpeg", help="default: jpeg (quality 95)")
+    parser.add_argument("--num_proc", type=int, default=1, help="processes that crop and encode images (default: 1)")
+    parser.add_argument("--push_to_hub", metavar="REPO_ID", help="also upload it as this Hub dataset, with a dataset card")
+    parser.add_argument("--private", action="store_true", help="create the Hub dataset private")
+    parser.add_argument("--hub_token", help="Hub token (default: the logged-in one)")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace a non-empty --output_dir")
 
 
 def _level_path(out: Path, level: int) -> Path:
@@ -197,6 +244,35 @@ def export_space(args: argparse.Namespace, parser: argparse.ArgumentParser) -> l
         parser.exit(1, f"hf-stagegan: error: {error}\n")
 
 
+def prepare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """`prepare-cub` / `prepare-coco`: check the arguments, prepare, return the report's summary."""
+    if args.output_dir is None and args.push_to_hub is None:
+        parser.error("give --output_dir, --push_to_hub, or both")
+    for name in ("size", "num_proc", "max_images"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be >= 1, got {value}")
+    output_dir = args.output_dir
+    if output_dir and Path(output_dir).is_dir() and any(Path(output_dir).iterdir()) and not args.overwrite_output_dir:
+        parser.error(f"--output_dir {output_dir} is not empty; pass --overwrite_output_dir to replace it")
+    common = dict(
+        output_dir=output_dir, size=args.size, image_format=args.image_format, push_to_hub=args.push_to_hub,
+        overwrite=args.overwrite_output_dir, num_proc=args.num_proc, private=args.private or None, token=args.hub_token,
+    )
+    try:
+        if args.command == "prepare-cub":
+            from .data.cub import prepare_cub
+
+            report = prepare_cub(args.cub_dir, args.text_dir, split=args.split, split_dir=args.split_dir, **common)
+        else:
+            from .data.coco import prepare_coco
+
+            report = prepare_coco(args.coco_dir, max_images=args.max_images, split_dir=args.split_dir, **common)
+    except (OSError, ValueError) as error:
+        parser.exit(1, f"hf-stagegan {args.command}: error: {error}\n")
+    return report.summary()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -208,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "export-space":
         for path in export_space(args, args.subparser):
             sys.stdout.write(f"{path}\n")
+    elif args.command in ("prepare-cub", "prepare-coco"):
+        sys.stdout.write(prepare(args, args.subparser) + "\n")
     return 0
 
 

@@ -7,9 +7,13 @@ sentence and the global image, so that all four live in CLIP's joint space (DESI
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +88,18 @@ def tokenize_prompts(tokenizer, prompts: list[str], max_length: int | None = Non
     return tokenizer(prompts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 
 
+def special_token_ids(text_config) -> tuple[int, int]:
+    """
+    `(start, end)` token ids of a CLIP text config. OpenAI's checkpoints on the Hub (openai/clip-vit-base-patch32 and
+    the text encoders copied from them) record bos 0 and eos 2, an old mistake that transformers keeps and recognises
+    by `eos_token_id == 2`, pooling at the highest id instead; their tokenizer's real ids are the vocabulary's last
+    two, <|startoftext|> = vocab_size - 2 and <|endoftext|> = vocab_size - 1.
+    """
+    if text_config.eos_token_id == 2:
+        return text_config.vocab_size - 2, text_config.vocab_size - 1
+    return text_config.bos_token_id, text_config.eos_token_id
+
+
 def encode_text(text_model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TextFeatures:
     """
     Sentence and word vectors of tokenized text (claim 1: sentence-level and word-level encoding).
@@ -91,7 +107,8 @@ def encode_text(text_model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     `text_model` is a `CLIPModel` or a `CLIPTextModelWithProjection`: anything with `.text_model` and
     `.text_projection`. `input_ids` `(B, L)`, or `(B, K, L)` for K texts per example (every output then has the
     extra `K` dimension). The sentence vector is CLIP's projected end-of-text feature; each word vector is the same
-    projection applied to that token's final hidden state.
+    projection applied to that token's final hidden state. The word mask leaves out padding and the start and end
+    tokens (`special_token_ids`).
     """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -107,8 +124,8 @@ def encode_text(text_model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     sentence = text_model.text_projection(outputs.pooler_output)  # (B, D)
     words = text_model.text_projection(outputs.last_hidden_state)  # (B, L, D)
 
-    config = text_model.text_model.config
-    special = (input_ids == config.bos_token_id) | (input_ids == config.eos_token_id)
+    bos_token_id, eos_token_id = special_token_ids(text_model.text_model.config)
+    special = (input_ids == bos_token_id) | (input_ids == eos_token_id)
     word_mask = attention_mask.bool() & ~special
     return TextFeatures(
         sentence_embeds=F.normalize(sentence, dim=-1),
@@ -191,6 +208,55 @@ def train_clip_tokenizer(captions: Iterable[str], vocab_size: int = 1000, model_
     return tokenizer
 
 
+OPENAI_CLIP_BPE = "bpe_simple_vocab_16e6.txt.gz"
+NUM_OPENAI_CLIP_MERGES = 49152 - 256 - 2  # OpenAI's tokenizer reads this many merges: a vocabulary of 49,408
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's table from the 256 byte values to printable characters, which byte-level BPE vocabularies are written in."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [byte for byte in range(256) if byte not in printable]
+    return {**{byte: chr(byte) for byte in printable}, **{byte: chr(256 + n) for n, byte in enumerate(others)}}
+
+
+def find_clip_bpe() -> Path:
+    """OpenAI's BPE merges file as `open_clip` (open-clip-torch) or OpenAI's `clip` package ship it, found without
+    importing either; `FileNotFoundError` saying what to install if neither is there."""
+    for package in ("open_clip", "clip"):
+        spec = importlib.util.find_spec(package)
+        for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+            if (Path(folder) / OPENAI_CLIP_BPE).is_file():
+                return Path(folder) / OPENAI_CLIP_BPE
+    raise FileNotFoundError(
+        f"No {OPENAI_CLIP_BPE} found: pass its path, or install a package that ships it without its dependencies, "
+        "e.g. `pip install --no-deps open-clip-torch`."
+    )
+
+
+def clip_tokenizer_from_bpe(bpe_path: str | os.PathLike | None = None, model_max_length: int = 77) -> CLIPTokenizer:
+    """
+    OpenAI CLIP's tokenizer (what `CLIPTokenizer.from_pretrained("openai/clip-vit-base-patch32")` downloads), built
+    offline from its BPE merges file `bpe_simple_vocab_16e6.txt.gz` (default: the copy `open_clip` ships). The
+    vocabulary is laid out as OpenAI's `SimpleTokenizer` lays it out: the 256 byte symbols, the same with `</w>`, one
+    token per merge in order, then <|startoftext|> (49406) and <|endoftext|> (49407); the same text gives the same ids.
+    """
+    path = Path(bpe_path) if bpe_path is not None else find_clip_bpe()
+    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    lines = raw.decode("utf-8").split("\n")  # line 0 is a version header
+    merges = [tuple(line.split()) for line in lines[1 : NUM_OPENAI_CLIP_MERGES + 1]]
+    if len(merges) != NUM_OPENAI_CLIP_MERGES or any(len(merge) != 2 for merge in merges):
+        raise ValueError(
+            f"{str(path)!r} is not OpenAI CLIP's BPE file: expected a header line and {NUM_OPENAI_CLIP_MERGES} merges "
+            "of two symbols each."
+        )
+    symbols = list(_bytes_to_unicode().values())
+    tokens = symbols + [symbol + "</w>" for symbol in symbols] + ["".join(merge) for merge in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    tokenizer = CLIPTokenizer(vocab={token: index for index, token in enumerate(tokens)}, merges=merges)
+    tokenizer.model_max_length = model_max_length
+    return tokenizer
+
+
 def build_clip_from_scratch(
     tokenizer,
     projection_dim: int = 256,
@@ -228,6 +294,9 @@ def build_clip_from_scratch(
 __all__ = [
     "build_clip_from_scratch",
     "check_text_features",
+    "clip_tokenizer_from_bpe",
+    "find_clip_bpe",
+    "special_token_ids",
     "ImageFeatures",
     "TextFeatures",
     "encode_images",

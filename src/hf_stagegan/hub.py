@@ -637,19 +637,22 @@ def push_folder_to_hub(
     token: str | None = None,
     create_pr: bool = False,
     ignore_patterns: list[str] | None = None,
+    repo_type: str = "model",
 ):
     """
-    Creates `repo_id` if needed and uploads `folder` in one commit; returns the `huggingface_hub.CommitInfo`. Pickled
-    weight files (`*.bin`, `*.pt`, ...) are never uploaded; `ignore_patterns` adds more (e.g. `["checkpoint-*"]`).
+    Creates `repo_id` (a `repo_type` "model" or "dataset" repository) if needed and uploads `folder` in one commit;
+    returns the `huggingface_hub.CommitInfo`. Pickled weight files (`*.bin`, `*.pt`, ...) are never uploaded;
+    `ignore_patterns` adds more (e.g. `["checkpoint-*"]`).
     """
     api = HfApi(token=token, library_name="hf-stagegan")
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type).repo_id
     return api.upload_folder(
         repo_id=repo_id,
         folder_path=str(folder),
         commit_message=commit_message,
         create_pr=create_pr,
         ignore_patterns=PICKLE_PATTERNS + list(ignore_patterns or []),
+        repo_type=repo_type,
     )
 
 

@@ -89,7 +89,8 @@ def word_region_similarity(
 
     Each word attends over the image's regions (softmax of gamma1 * cosine), giving a region context c_l; the pair's
     score aggregates the words' relevances R(c_l, e_l) = cosine(c_l, e_l) as (1/gamma2) log sum_l exp(gamma2 R_l),
-    over real words only.
+    over real words only (`word_mask` True). A text with no real word has no word-region evidence: its score is 0
+    for every image, a constant that carries no gradient (`word_region_loss` leaves such texts out).
     """
     regions = F.normalize(region_embeds, dim=-1)
     words = F.normalize(word_embeds, dim=-1)
@@ -100,11 +101,16 @@ def word_region_similarity(
         similarity = torch.einsum("ird,ikld->iklr", regions, words)  # (B_img, K, L, R)
     attention = (gamma1 * similarity).softmax(dim=-1)
     context = torch.einsum("itlr,ird->itld", attention, regions)  # (B_img, T, L, D)
-    relevance = F.cosine_similarity(context, words, dim=-1)  # (B_img, T, L)
-    if word_mask is not None:
-        # cosines lie in [-1, 1]: -1e4 removes a word from the sum, yet a text with no word stays finite (no NaN)
-        relevance = relevance.masked_fill(~word_mask.bool(), -1e4)
-    return torch.logsumexp(gamma2 * relevance, dim=-1) / gamma2
+    relevance = gamma2 * F.cosine_similarity(context, words, dim=-1)  # (B_img, T, L)
+    if word_mask is None:
+        return torch.logsumexp(relevance, dim=-1) / gamma2
+    word_mask = word_mask.bool()
+    # masked words get the dtype's lowest value: exp() of it is exactly 0 next to any real word, and a text whose
+    # words are all masked still has a finite log-sum-exp (and finite gradients), which is then replaced by 0
+    relevance = relevance.masked_fill(~word_mask, torch.finfo(relevance.dtype).min)
+    scores = torch.logsumexp(relevance, dim=-1) / gamma2  # (B_img, T)
+    has_words = word_mask.any(dim=-1)  # (1, B_txt) or (B_img, K)
+    return torch.where(has_words, scores, torch.zeros_like(scores))
 
 
 def word_region_loss(
@@ -123,14 +129,29 @@ def word_region_loss(
     DAMSM score of `word_region_similarity`, in both directions, summed. Optional hard negatives: the word vectors of
     K mismatched versions of each caption `(B, K, L, D)`, their word mask `(B, K, L)` and which slots hold one
     `(B, K)`, as in `sentence_image_loss`.
+
+    Pairs whose text has no real word (empty caption, or special tokens only) are left out, both as pairs and as
+    negatives: words cannot be matched to regions where there are none. A batch with no word at all gives 0 (still
+    attached to the graph, so every parameter gets a gradient, as DDP requires).
     """
-    logits = gamma3 * word_region_similarity(region_embeds, word_embeds, word_mask, gamma1, gamma2)
-    negative_logits = None
+    scores = gamma3 * word_region_similarity(region_embeds, word_embeds, word_mask, gamma1, gamma2)  # (B, B)
+    negative_scores = None
     if negative_word_embeds is not None:
-        negative_logits = gamma3 * word_region_similarity(
+        negative_scores = gamma3 * word_region_similarity(
             region_embeds, negative_word_embeds, negative_word_mask, gamma1, gamma2
-        )
-    return _symmetric_cross_entropy(logits, negative_logits, negative_mask)
+        )  # (B, K)
+        if negative_word_mask is not None:
+            has_words = negative_word_mask.bool().any(dim=-1)
+            negative_mask = has_words if negative_mask is None else negative_mask.bool() & has_words
+    if word_mask is None or bool(word_mask.bool().any(dim=-1).all()):
+        return _symmetric_cross_entropy(scores, negative_scores, negative_mask)
+    has_words = word_mask.bool().any(dim=-1)  # (B,)
+    if not bool(has_words.any()):
+        return scores.sum() * 0.0
+    if negative_scores is not None:
+        negative_scores = negative_scores[has_words]
+        negative_mask = None if negative_mask is None else negative_mask[has_words]
+    return _symmetric_cross_entropy(scores[has_words][:, has_words], negative_scores, negative_mask)
 
 
 def clip_ft_loss(sentence_term: torch.Tensor, word_term: torch.Tensor, sentence_weight: float = 4.0, word_weight: float = 1.0):

@@ -3,6 +3,13 @@ Image-caption data for training, the way diffusers' `train_text_to_image.py` tak
 `imagefolder` (images + `metadata.jsonl`), an image column and a caption column, which may hold one string or a list
 of captions (CUB has ten per image; one is sampled per example per epoch). With no dataset given, SynthBirds.
 
+Captions that carry no words (empty, whitespace only, or special tokens only) are left out when a dataset is loaded,
+with a warning that counts them: a text with no words gives the word-level losses nothing to match.
+
+Image transforms (`IMAGE_TRANSFORMS`): "center" resizes the shorter side to the resolution and takes the centre
+square; "literature" is what AttnGAN, DM-GAN, DF-GAN and GALIP train with (resize to 76/64 of the resolution, 304 px
+for 256, random crop, random horizontal flip); "literature_eval" takes the centre crop of the same resize.
+
 Reproducibility. Every random choice made for an example (which caption, crop offset, flip) is a pure function of
 `(seed, epoch, index)`, and the shuffling order a pure function of `(seed, epoch)`:
 
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 
 import datasets
 import numpy as np
@@ -39,6 +47,16 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_COLUMN = "image"
 DEFAULT_CAPTION_COLUMNS = ("captions", "text")  # the first one present is used
+# the special tokens of every CLIP tokenizer (OpenAI's, and ours from `train_clip_tokenizer`): a caption made of
+# nothing else has no word once tokenized
+CLIP_SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
+# AttnGAN's `Resize(int(imsize * 76 / 64))` before `RandomCrop(imsize)`, kept by DM-GAN, DF-GAN and GALIP: 304 px for 256
+LITERATURE_RESIZE_RATIO = 76 / 64
+IMAGE_TRANSFORMS = {
+    "center": {"resize_ratio": 1.0, "center_crop": True, "random_flip": False},
+    "literature": {"resize_ratio": LITERATURE_RESIZE_RATIO, "center_crop": False, "random_flip": True},
+    "literature_eval": {"resize_ratio": LITERATURE_RESIZE_RATIO, "center_crop": True, "random_flip": False},
+}
 _SAMPLER_STREAM, _EXAMPLE_STREAM = 0, 1  # keep the shuffling and the per-example draws on separate random streams
 
 
@@ -52,10 +70,11 @@ def load_image_text_dataset(
     split: str = "train",
     cache_dir: str | None = None,
     dataset_config_name: str | None = None,
+    caption_column: str | None = None,
     **synthbirds_kwargs,
 ) -> datasets.Dataset:
     """
-    One split of an image-caption dataset.
+    One split of an image-caption dataset, without the captions that carry no words (`drop_wordless_captions`).
 
     Args:
         dataset_name: a Hub dataset id ("org/name"), or a local folder `datasets.load_dataset` understands (an
@@ -65,6 +84,7 @@ def load_image_text_dataset(
         split: the split to return.
         cache_dir: `datasets`' cache; for SynthBirds, where the built dataset is kept (under `synthbirds/`).
         dataset_config_name: the dataset's configuration, for Hub datasets that have several.
+        caption_column: the caption column to clean; default "captions", else "text" (as `check_columns`).
         **synthbirds_kwargs: with neither `dataset_name` nor `train_data_dir`, the built-in SynthBirds is used, and
             these go to `hf_stagegan.data.synthbirds.load_synthbirds` (`num_train`, `num_test`, `resolution`, `seed`).
 
@@ -95,7 +115,67 @@ def load_image_text_dataset(
         logger.info("No `dataset_name` or `train_data_dir` given: using the built-in SynthBirds dataset.")
     if split not in dataset:
         raise ValueError(f"Split {split!r} not found in {source}; its splits are {list(dataset)}.")
-    return dataset[split]
+    dataset = dataset[split]
+    column = caption_column or next((name for name in DEFAULT_CAPTION_COLUMNS if name in dataset.column_names), None)
+    if column in dataset.column_names:  # a missing column is `check_columns`' to report, with the columns there are
+        dataset = drop_wordless_captions(dataset, column, source=f"the {split!r} split of {source}")
+    return dataset
+
+
+def caption_has_words(caption, special_tokens: Iterable[str] = CLIP_SPECIAL_TOKENS) -> bool:
+    """False for a caption that is not a string, empty, whitespace only, or made of `special_tokens` only."""
+    if not isinstance(caption, str):
+        return False
+    for token in special_tokens:
+        caption = caption.replace(token, " ")
+    return bool(caption.strip())
+
+
+def drop_wordless_captions(
+    dataset: datasets.Dataset,
+    caption_column: str,
+    special_tokens: Iterable[str] = CLIP_SPECIAL_TOKENS,
+    source: str = "the dataset",
+    num_examples: int = 3,
+) -> datasets.Dataset:
+    """
+    `dataset` without the captions that carry no words (`caption_has_words`): for a string column, the examples whose
+    caption has none; for a list-of-captions column, those captions, and the examples left with no caption.
+
+    A warning counts what was left out and quotes up to `num_examples` of it; `ValueError` if no example is left. A
+    dataset with nothing to leave out is returned as it is (nothing is copied; only the caption column is read).
+    """
+    feature = dataset.features[caption_column]
+    values = list(dataset[caption_column])
+    special_tokens = tuple(special_tokens)
+    is_list = _is_string_list(feature)
+    wordless, kept_rows, cleaned = [], [], []
+    for index, value in enumerate(values):
+        captions = list(value or []) if is_list else [value]
+        good = [caption for caption in captions if caption_has_words(caption, special_tokens)]
+        wordless.extend(caption for caption in captions if not caption_has_words(caption, special_tokens))
+        if good:
+            kept_rows.append(index)
+        cleaned.append(good)
+    num_rows_dropped = len(values) - len(kept_rows)
+    if not wordless and not num_rows_dropped:
+        return dataset
+    num_captions = sum(len(value or []) for value in values) if is_list else len(values)
+    if not kept_rows:
+        raise ValueError(
+            f"No caption with words in column {caption_column!r} of {source}: all {num_captions} captions of its "
+            f"{len(values)} examples are empty, whitespace or special tokens only (e.g. {wordless[:num_examples]!r})."
+        )
+    if is_list and wordless:
+        dataset = dataset.remove_columns(caption_column).add_column(caption_column, cleaned, feature=feature)
+    message = (
+        f"Left out {len(wordless)} of {num_captions} captions in column {caption_column!r} of {source} that carry no "
+        f"words (empty, whitespace or special tokens only), e.g. {wordless[:num_examples]!r}"
+    )
+    if num_rows_dropped:
+        message += f"; {num_rows_dropped} example(s) had no caption left and were left out"
+    logger.warning(f"{message}. {len(kept_rows)} examples remain.")
+    return dataset.select(kept_rows) if num_rows_dropped else dataset
 
 
 def all_captions(dataset: datasets.Dataset, caption_column: str) -> list[str]:
@@ -171,18 +251,24 @@ def preprocess_image(
     center_crop: bool = True,
     random_flip: bool = False,
     rng: np.random.Generator | None = None,
+    resize_ratio: float = 1.0,
 ) -> torch.Tensor:
     """
-    Resize (shorter side to `resolution`, LANCZOS), crop to a square (centre, or at a random offset), optionally flip
-    left-right with probability 1/2; returns a `(3, resolution, resolution)` float tensor in [-1, 1]. Random choices
-    come from `rng` (required when `center_crop=False` or `random_flip=True`).
+    Resize (shorter side to `int(resolution * resize_ratio)`, LANCZOS), crop a `resolution` square (centre, or at a
+    random offset), optionally flip left-right with probability 1/2; returns a `(3, resolution, resolution)` float
+    tensor in [-1, 1]. Random choices come from `rng` (required when `center_crop=False` or `random_flip=True`).
+    `resize_ratio=76/64` is the literature's training transform (304 px, then a random 256 crop); an image already at
+    the resized size (a prepared CUB at 304 px trained at 256) is not resampled.
     """
     if (not center_crop or random_flip) and rng is None:
         raise ValueError("`rng` is required for a random crop or a random flip.")
+    if not resize_ratio >= 1.0:
+        raise ValueError(f"`resize_ratio` must be >= 1 (the crop is taken from the resized image), got {resize_ratio!r}.")
     image = image.convert("RGB")
     width, height = image.size
-    scale = resolution / min(width, height)
-    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+    side = int(resolution * resize_ratio)
+    scale = side / min(width, height)
+    size = (max(side, round(width * scale)), max(side, round(height * scale)))
     if size != image.size:
         image = image.resize(size, Image.Resampling.LANCZOS)
     draws = rng.random(3) if rng is not None else np.full(3, 0.5)  # always three draws: options never shift others
@@ -220,6 +306,7 @@ class ImageTextDataset(torch.utils.data.Dataset):
         seed: int = 0,
         center_crop: bool = True,
         random_flip: bool = False,
+        resize_ratio: float = 1.0,
         num_negatives: int = 0,
     ):
         self.image_column, self.caption_column = check_columns(dataset, image_column, caption_column)
@@ -235,6 +322,7 @@ class ImageTextDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.center_crop = center_crop
         self.random_flip = random_flip
+        self.resize_ratio = resize_ratio
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -255,7 +343,9 @@ class ImageTextDataset(torch.utils.data.Dataset):
                 raise ValueError(f"Example {index} has no captions in column {self.caption_column!r}.")
             caption = caption[int(choice * len(caption))]
         image = decode_image(row[self.image_column], name=f"example {index} of column {self.image_column!r}")
-        pixel_values = preprocess_image(image, self.resolution, self.center_crop, self.random_flip, rng)
+        pixel_values = preprocess_image(
+            image, self.resolution, self.center_crop, self.random_flip, rng, self.resize_ratio
+        )
         example = {"pixel_values": pixel_values, "caption": caption}
         if self.num_negatives:  # drawn last: the caption and image draws above are the same with or without negatives
             example["negative_captions"] = self.color_swap(caption, self.num_negatives, rng)
@@ -350,12 +440,16 @@ def build_dataloader(
     drop_last: bool = True,
     num_workers: int = 0,
     max_length: int | None = None,
+    resize_ratio: float = 1.0,
     num_negatives: int = 0,
 ) -> torch.utils.data.DataLoader:
     """
     A `DataLoader` of training batches `{"pixel_values": (B, 3, R, R) in [-1, 1], "input_ids": (B, L),
     "attention_mask": (B, L)}`; with `num_negatives > 0` also up to that many mismatched captions per example
     (`negative_input_ids`, `negative_attention_mask` `(B, K, L)`, `negative_mask` `(B, K)`; see `ImageTextCollator`).
+
+    The image transform is `center_crop`, `random_flip` and `resize_ratio` (`preprocess_image`); `IMAGE_TRANSFORMS`
+    names the usual combinations: `build_dataloader(..., **IMAGE_TRANSFORMS["literature"])`.
 
     `drop_last=True` by default: a GAN step with batch norm cannot take a batch of one, and equal batches keep DDP
     processes in step. Order and captions are reproducible from `seed` (module docstring); call
@@ -367,7 +461,7 @@ def build_dataloader(
             "there would be no batch at all."
         )
     examples = ImageTextDataset(
-        dataset, resolution, image_column, caption_column, seed, center_crop, random_flip, num_negatives
+        dataset, resolution, image_column, caption_column, seed, center_crop, random_flip, resize_ratio, num_negatives
     )
     return torch.utils.data.DataLoader(
         examples,
@@ -383,12 +477,17 @@ def build_dataloader(
 
 
 __all__ = [
+    "CLIP_SPECIAL_TOKENS",
+    "IMAGE_TRANSFORMS",
+    "LITERATURE_RESIZE_RATIO",
     "EpochSampler",
     "ImageTextCollator",
     "ImageTextDataset",
     "build_dataloader",
+    "caption_has_words",
     "check_columns",
     "decode_image",
+    "drop_wordless_captions",
     "example_rng",
     "load_image_text_dataset",
     "preprocess_image",

@@ -35,8 +35,6 @@ import io
 import json
 import math
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -393,15 +391,11 @@ def build_synthbirds(
     Returns:
         `Path` to `output_dir`.
     """
+    from .preparation import atomic_folder  # here: `preparation` imports `loading`, which imports this module
+
     _check_counts(num_train, num_test)
     output_dir = Path(output_dir).expanduser()
-    if output_dir.exists() and any(output_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"`output_dir` {str(output_dir)!r} exists and is not empty; pass `overwrite=True`.")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.with_name(f".{output_dir.name}.{uuid.uuid4().hex}.partial")  # hidden, beside the target
-    staging.mkdir()
-    try:
+    with atomic_folder(output_dir, overwrite) as staging:
         for split, count in (("train", num_train), ("test", num_test)):
             if count == 0:
                 continue
@@ -411,18 +405,6 @@ def build_synthbirds(
                     (staging / split / file_name).write_bytes(png)
                     metadata.write(json.dumps(row) + "\n")
         (staging / _INFO_FILE).write_text(json.dumps(_build_info(num_train, num_test, resolution, seed), indent=2))
-        if output_dir.exists():
-            if overwrite:
-                # move the old copy aside first: the final rename below is then a single step onto a free name
-                trash = output_dir.with_name(f".{output_dir.name}.{uuid.uuid4().hex}.old")
-                output_dir.rename(trash)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                output_dir.rmdir()  # empty (checked above)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output_dir
 
 
