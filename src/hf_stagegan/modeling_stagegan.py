@@ -283,12 +283,12 @@ class ImageEncoder(nn.Sequential):
         self.out_channels = in_channels
 
     def forward(self, images, output_hidden_states=False):
-        hidden_states = ()
+        features, hidden_states = images, ()
         for index in range(0, len(self), 2):  # (conv, LeakyReLU) pairs
-            images = self[index + 1](self[index](images))  # (B, Ci, H/2, W/2)
+            features = self[index + 1](self[index](features))  # (B, Ci, H/2, W/2)
             if output_hidden_states:
-                hidden_states += (images,)
-        return images, hidden_states
+                hidden_states += (features,)
+        return features, hidden_states
 
 
 class UnconditionalDiscriminator(nn.Module):
