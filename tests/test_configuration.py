@@ -3,7 +3,7 @@ import json
 import pytest
 from transformers import AutoConfig
 
-from hf_stagegan import StageGANConfig
+from hf_stagegan import StageGANConfig, StageGANDiscriminator, StageGANGenerator
 
 
 def test_defaults_follow_the_patent():
@@ -54,3 +54,83 @@ def test_invalid_values_name_field_and_value(field, value, expected):
     with pytest.raises(ValueError) as error:
         StageGANConfig(**{field: value})
     assert expected in str(error.value)
+
+
+# Every way a config is made or changed, each applying `{field: value}` to a valid tiny config; `folder` holds a saved
+# tiny generator (config.json + weights).
+def _edit_config_json(folder, field, value):
+    path = folder / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    return AutoConfig.from_pretrained(folder)
+
+
+def _assign(folder, field, value):
+    config = StageGANConfig.from_pretrained(folder)
+    setattr(config, field, value)
+    return config
+
+
+def _update(folder, field, value):
+    config = StageGANConfig.from_pretrained(folder)
+    config.update({field: value})
+    return config
+
+
+CONFIG_PATHS = {
+    "constructor": lambda folder, field, value: StageGANConfig(**{**TINY, field: value}),
+    "from_dict_override": lambda folder, field, value: StageGANConfig.from_dict(dict(TINY), **{field: value}),
+    "from_pretrained_override": lambda folder, field, value: StageGANConfig.from_pretrained(folder, **{field: value}),
+    "auto_config_override": lambda folder, field, value: AutoConfig.from_pretrained(folder, **{field: value}),
+    "model_from_pretrained_override": lambda folder, field, value: StageGANGenerator.from_pretrained(
+        folder, **{field: value}
+    ),
+    "edited_config_json": _edit_config_json,
+    "attribute_assignment": _assign,
+    "update": _update,
+}
+TINY = dict(stage_resolutions=[16, 32, 64], generator_channels=8, discriminator_channels=8, text_embed_dim=16)
+
+
+@pytest.fixture
+def saved_generator(tmp_path):
+    StageGANGenerator(StageGANConfig(**TINY)).save_pretrained(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("path", CONFIG_PATHS)
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        # issue 12: accepted by `from_pretrained(..., **overrides)`; G then drew 64 px at level 3, D3 gave 9 logits
+        ("stage_resolutions", [16, 32, 48], "expected [16, 32, 64]"),
+        ("z_dim", "abc", "`z_dim` must be an int >= 1, got 'abc'"),
+        ("fusion_type", "concat", "`fusion_type` must be one of ['attention', 'memory'], got 'concat'"),
+    ],
+)
+def test_every_way_to_make_a_config_validates(saved_generator, path, field, value, expected):
+    with pytest.raises(ValueError) as error:
+        CONFIG_PATHS[path](saved_generator, field, value)
+    assert expected in str(error.value) and f"`{field}" in str(error.value)
+
+
+def test_valid_overrides_apply_on_every_path(saved_generator):
+    for path, make in CONFIG_PATHS.items():
+        made = make(saved_generator, "damsm_gamma3", 20.0)
+        config = made.config if isinstance(made, StageGANGenerator) else made
+        assert config.damsm_gamma3 == 20.0, path
+    config.stage_resolutions = (32, 64, 128)
+    assert config.stage_resolutions == [32, 64, 128]  # a tuple is stored as the list JSON gives back
+
+
+def test_in_place_edit_is_caught_before_a_model_is_built_or_saved(tmp_path):
+    config = StageGANConfig(**TINY)
+    config.stage_resolutions[2] = 48  # no assignment to the config, so nothing saw it
+    for action in (
+        config.validate,
+        lambda: StageGANGenerator(config),
+        lambda: StageGANDiscriminator(config),
+        lambda: config.save_pretrained(tmp_path),
+    ):
+        with pytest.raises(ValueError, match=r"`stage_resolutions` must double at each level"):
+            action()
+    assert not (tmp_path / "config.json").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from transformers import PretrainedConfig
 
 FUSION_TYPES = ("attention", "memory")
@@ -96,7 +98,7 @@ class StageGANConfig(PretrainedConfig):
         **kwargs,
     ):
         self.z_dim = z_dim
-        self.stage_resolutions = list(stage_resolutions) if isinstance(stage_resolutions, tuple) else stage_resolutions
+        self.stage_resolutions = stage_resolutions
         self.generator_channels = generator_channels
         self.discriminator_channels = discriminator_channels
         self.text_embed_dim = text_embed_dim
@@ -117,46 +119,27 @@ class StageGANConfig(PretrainedConfig):
         # `save_pretrained` writes its own class); a config that names no model builds the generator
         kwargs["architectures"] = kwargs.get("architectures") or ["StageGANGenerator"]
         super().__init__(**kwargs)
-        self.validate()
+
+    def __setattr__(self, name, value):
+        # Every way a config is made or changed ends here: the constructor, `from_dict` / `from_pretrained` keyword
+        # overrides (applied with setattr after `__init__`), `update`, an edited config.json and plain assignment.
+        # Each StageGAN check involves one field only, so checking the field being set keeps the whole config valid.
+        check = _FIELD_CHECKS.get(name)
+        if check is not None:
+            if name == "stage_resolutions" and isinstance(value, tuple):
+                value = list(value)  # JSON has no tuples: keep the saved and the in-memory form equal
+            check(name, value)
+        super().__setattr__(name, value)
 
     def validate(self):
-        """Raises `ValueError` naming the first field whose value cannot build a StageGAN."""
-        positive_ints = ("z_dim", "generator_channels", "discriminator_channels", "text_embed_dim")
-        for name in positive_ints:
-            _check_int(name, getattr(self, name), minimum=1)
-        for name in ("level2_residual_blocks", "level3_residual_blocks"):
-            _check_int(name, getattr(self, name), minimum=0)
-        for name in ("level2_sentence_weight", "level3_sentence_weight", "level3_word_weight", "mismatched_text_weight"):
-            _check_float(name, getattr(self, name), minimum=0.0, strict=False)
-        for name in ("damsm_gamma1", "damsm_gamma2", "damsm_gamma3", "initializer_range"):
-            _check_float(name, getattr(self, name), minimum=0.0, strict=True)
-        _check_choice("fusion_type", self.fusion_type, FUSION_TYPES)
-        _check_choice("stage_gradient", self.stage_gradient, STAGE_GRADIENTS)
-        if not isinstance(self.discriminator_spectral_norm, bool):
-            raise ValueError(
-                f"`discriminator_spectral_norm` must be a bool, got {self.discriminator_spectral_norm!r}."
-            )
-
-        resolutions = self.stage_resolutions
-        if not isinstance(resolutions, (list, tuple)) or len(resolutions) != 3:
-            raise ValueError(f"`stage_resolutions` must be a list of 3 ints (x1, x2, x3 sides), got {resolutions!r}.")
-        for side in resolutions:
-            _check_int("stage_resolutions", side, minimum=8)
-        first, second, third = resolutions
-        if first % 8 != 0:
-            raise ValueError(
-                f"`stage_resolutions[0]` must be a multiple of 8 (level 1 upsamples three times from "
-                f"stage_resolutions[0] // 8), got {first}."
-            )
-        if first & (first - 1):
-            raise ValueError(
-                f"`stage_resolutions[0]` must be a power of two (the discriminators halve it down to 4x4), got {first}."
-            )
-        if second != 2 * first or third != 2 * second:
-            raise ValueError(
-                f"`stage_resolutions` must double at each level (levels 2 and 3 upsample once each), got {resolutions}; "
-                f"expected {[first, 2 * first, 4 * first]}."
-            )
+        """
+        Raises `ValueError` naming the first field whose value cannot build a StageGAN, then runs transformers' own
+        config validators. Assignment already checks each field; this catches in-place edits such as
+        `config.stage_resolutions[2] = 48`, and runs when a model is built and when the config is saved.
+        """
+        for name, check in _FIELD_CHECKS.items():
+            check(name, getattr(self, name))
+        super().validate()
 
     @property
     def initial_resolution(self) -> int:
@@ -180,6 +163,61 @@ def _check_float(name, value, minimum, strict):
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be a bool, got {value!r}.")
+
+
+def _check_stage_resolutions(name, resolutions):
+    if not isinstance(resolutions, (list, tuple)) or len(resolutions) != 3:
+        raise ValueError(f"`{name}` must be a list of 3 ints (x1, x2, x3 sides), got {resolutions!r}.")
+    for side in resolutions:
+        _check_int(name, side, minimum=8)
+    first, second, third = resolutions
+    if first % 8 != 0:
+        raise ValueError(
+            f"`{name}[0]` must be a multiple of 8 (level 1 upsamples three times from {name}[0] // 8), got {first}."
+        )
+    if first & (first - 1):
+        raise ValueError(f"`{name}[0]` must be a power of two (the discriminators halve it down to 4x4), got {first}.")
+    if second != 2 * first or third != 2 * second:
+        raise ValueError(
+            f"`{name}` must double at each level (levels 2 and 3 upsample once each), got {list(resolutions)}; "
+            f"expected {[first, 2 * first, 4 * first]}."
+        )
+
+
+def _int_at_least(minimum):
+    return partial(_check_int, minimum=minimum)
+
+
+def _number(minimum, strict):
+    return partial(_check_float, minimum=minimum, strict=strict)
+
+
+# field -> check(name, value) raising ValueError; run on every assignment and by `StageGANConfig.validate`
+_FIELD_CHECKS = {
+    "z_dim": _int_at_least(1),
+    "stage_resolutions": _check_stage_resolutions,
+    "generator_channels": _int_at_least(1),
+    "discriminator_channels": _int_at_least(1),
+    "text_embed_dim": _int_at_least(1),
+    "fusion_type": partial(_check_choice, choices=FUSION_TYPES),
+    "level2_residual_blocks": _int_at_least(0),
+    "level3_residual_blocks": _int_at_least(0),
+    "stage_gradient": partial(_check_choice, choices=STAGE_GRADIENTS),
+    "level2_sentence_weight": _number(0.0, strict=False),
+    "level3_sentence_weight": _number(0.0, strict=False),
+    "level3_word_weight": _number(0.0, strict=False),
+    "mismatched_text_weight": _number(0.0, strict=False),
+    "damsm_gamma1": _number(0.0, strict=True),
+    "damsm_gamma2": _number(0.0, strict=True),
+    "damsm_gamma3": _number(0.0, strict=True),
+    "discriminator_spectral_norm": _check_bool,
+    "initializer_range": _number(0.0, strict=True),
+}
 
 
 __all__ = ["StageGANConfig"]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
@@ -33,8 +33,13 @@ class StageGANGeneratorOutput(ModelOutput):
         images (`tuple[torch.FloatTensor]`):
             One image per level that was run, in [-1, 1]: x1 `(batch, 3, r1, r1)`, x2 `(batch, 3, r2, r2)`,
             x3 `(batch, 3, r3, r3)` where `(r1, r2, r3) = config.stage_resolutions`.
-        hidden_states (`tuple[torch.FloatTensor]`):
-            The image features each level turned into its image: `(batch, generator_channels, rk, rk)`.
+        hidden_states (`tuple[torch.FloatTensor]`, *optional*, returned when `output_hidden_states=True` is passed or
+            `config.output_hidden_states=True`):
+            One feature map per level that was run: the image features that level turned into its image (what its
+            `to_image` head reads, and what the next level fuses text into), `(batch, generator_channels, rk, rk)`.
+            h1: level 1's noise projection after its three upsampling blocks; h2: h1 (detached under
+            `stage_gradient="isolated"`) fused with the sentence, through level 2's residual blocks and upsampling;
+            h3: the same from h2 with the words at level 3.
     """
 
     images: tuple[torch.FloatTensor, ...] | None = None
@@ -47,9 +52,16 @@ class StageGANDiscriminatorOutput(ModelOutput):
     Args:
         logits (`torch.FloatTensor` of shape `(batch,)`):
             Real/fake logit of the level's discriminator; `sigmoid(logits)` is the patent's D(.).
+        hidden_states (`tuple[torch.FloatTensor]`, *optional*, returned when `output_hidden_states=True` is passed or
+            `config.output_hidden_states=True`):
+            The level's feature maps from the image inward: the output of each strided 4x4 convolution (after its
+            LeakyReLU), `(batch, ndf * min(2**i, 8), r / 2**(i+1), r / 2**(i+1))` for `i = 0 .. log2(r / 4) - 1` where
+            `ndf = config.discriminator_channels`, ending at 4x4; for D2 and D3 then the joint image-condition
+            features that the logit convolution reads, `(batch, C, 4, 4)` with `C` the last map's channels.
     """
 
     logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -255,7 +267,10 @@ def _maybe_spectral_norm(module: nn.Module, enabled: bool) -> nn.Module:
 
 
 class ImageEncoder(nn.Sequential):
-    """Strided 4x4 convolutions from `(B, 3, r, r)` down to `(B, 8*ndf, 4, 4)`; widths follow the image size."""
+    """
+    Strided 4x4 convolutions from `(B, 3, r, r)` down to `(B, C, 4, 4)`; widths follow the image size
+    (`ndf * min(2**i, 8)` after the i-th). Returns the last map and, when asked, every map on the way.
+    """
 
     def __init__(self, resolution: int, base_channels: int, use_spectral_norm: bool):
         layers, in_channels = [], 3
@@ -268,9 +283,21 @@ class ImageEncoder(nn.Sequential):
         super().__init__(*layers)
         self.out_channels = in_channels
 
+    def forward(self, images, output_hidden_states=False):
+        features, hidden_states = images, ()
+        for index in range(0, len(self), 2):  # (conv, LeakyReLU) pairs
+            features = self[index + 1](self[index](features))  # (B, Ci, H/2, W/2)
+            if output_hidden_states:
+                hidden_states += (features,)
+        return features, hidden_states
+
 
 class UnconditionalDiscriminator(nn.Module):
-    """D1: real or fake, nothing else; it never sees text (patent [0064])."""
+    """
+    D1: real or fake, nothing else; it never sees text (patent [0064]). Returns logits `(B,)`, or with
+    `output_hidden_states=True` `(logits, hidden_states)` (see [`StageGANDiscriminatorOutput`]), like `F.max_pool2d`'s
+    `return_indices`: the training loop calls each level for its logits alone.
+    """
 
     def __init__(self, config: StageGANConfig, resolution: int):
         super().__init__()
@@ -278,12 +305,17 @@ class UnconditionalDiscriminator(nn.Module):
         self.encoder = ImageEncoder(resolution, config.discriminator_channels, sn)
         self.to_logit = _maybe_spectral_norm(nn.Conv2d(self.encoder.out_channels, 1, kernel_size=4), sn)
 
-    def forward(self, images):
-        return self.to_logit(self.encoder(images)).flatten()  # (B,)
+    def forward(self, images, output_hidden_states=False):
+        features, hidden_states = self.encoder(images, output_hidden_states)  # (B, C, 4, 4)
+        logits = self.to_logit(features).flatten()  # (B,)
+        return (logits, hidden_states) if output_hidden_states else logits
 
 
 class ConditionalDiscriminator(nn.Module):
-    """D2 / D3: does the image match the condition vector (the sentence at level 2, the mean word at level 3)?"""
+    """
+    D2 / D3: does the image match the condition vector (the sentence at level 2, the mean word at level 3)? Returns
+    logits `(B,)`, or with `output_hidden_states=True` `(logits, hidden_states)`, as D1.
+    """
 
     def __init__(self, config: StageGANConfig, resolution: int):
         super().__init__()
@@ -296,10 +328,12 @@ class ConditionalDiscriminator(nn.Module):
         )
         self.to_logit = _maybe_spectral_norm(nn.Conv2d(channels, 1, kernel_size=4), sn)
 
-    def forward(self, images, condition):
-        features = self.encoder(images)  # (B, 8ndf, 4, 4)
+    def forward(self, images, condition, output_hidden_states=False):
+        features, hidden_states = self.encoder(images, output_hidden_states)  # (B, C, 4, 4)
         condition = condition[:, :, None, None].expand(-1, -1, *features.shape[2:])  # (B, D, 4, 4)
-        return self.to_logit(self.joint(torch.cat([features, condition], dim=1))).flatten()  # (B,)
+        joint = self.joint(torch.cat([features, condition], dim=1))  # (B, C, 4, 4)
+        logits = self.to_logit(joint).flatten()  # (B,)
+        return (logits, hidden_states + (joint,)) if output_hidden_states else logits
 
 
 def mean_word_embedding(word_embeds: torch.Tensor, word_mask: torch.Tensor | None) -> torch.Tensor:
@@ -318,6 +352,11 @@ class StageGANPreTrainedModel(PreTrainedModel):
     config_class = StageGANConfig
     base_model_prefix = "stagegan"
     main_input_name = "noise"
+
+    def __init__(self, config: StageGANConfig, *inputs, **kwargs):
+        # assignment validates each field; this also catches in-place edits (`config.stage_resolutions[2] = 48`)
+        config.validate()
+        super().__init__(config, *inputs, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None, *model_args, **kwargs):
@@ -345,26 +384,58 @@ class StageGANPreTrainedModel(PreTrainedModel):
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def _init_weights(self, module):
+        # Each branch initialises only the tensors `module` itself owns: for a model outside transformers the loader
+        # calls this only for modules with some tensor of their own missing from the checkpoint. A spectral-normed
+        # layer owns its bias; its weight lives in a `ParametrizationList` (`original`) and spectral norm's
+        # power-iteration vectors in the `_SpectralNorm` below that, which is visited first.
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-            # a spectral-normed conv keeps its learnable weight in `parametrizations.weight.original`
-            parametrized = parametrize.is_parametrized(module, "weight")
-            weight = module.parametrizations.weight.original if parametrized else module.weight
-            freshly_initialised = not getattr(weight, "_is_hf_initialized", False)
-            init.normal_(weight, mean=0.0, std=std)
+        if isinstance(module, parametrize.ParametrizationList):
+            init.normal_(module.original, mean=0.0, std=std)
+            if not _is_loaded(module.original):  # a new weight: its spectral norm must be estimated anew
+                for parametrization in module:
+                    if isinstance(parametrization, _SpectralNorm):
+                        _restart_power_iteration(parametrization, module.original)
+        elif isinstance(module, _SpectralNorm):
+            weight = self._spectral_normed_weight(module)
+            vectors_loaded = _is_loaded(module._u) and _is_loaded(module._v)
+            if _is_loaded(weight) and not vectors_loaded:  # a new weight is handled with its list above
+                _restart_power_iteration(module, weight)
+        elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            if not parametrize.is_parametrized(module, "weight"):
+                init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
-            if parametrized and freshly_initialised:
-                # spectral norm's power-iteration vectors were estimated for the constructor's weight: redo them
-                norm = module.parametrizations.weight[0]
-                with torch.no_grad():
-                    norm._power_method(norm._reshape_weight_to_matrix(weight), 15)
         elif isinstance(module, nn.BatchNorm2d):
             init.ones_(module.weight)
             init.zeros_(module.bias)
             init.zeros_(module.running_mean)
             init.ones_(module.running_var)
             init.zeros_(module.num_batches_tracked)
+
+    def _spectral_normed_weight(self, norm: nn.Module) -> torch.Tensor:
+        """The weight that spectral norm `norm` divides: `original` of the parametrization list holding it."""
+        for module in self.modules():
+            if isinstance(module, parametrize.ParametrizationList) and any(p is norm for p in module):
+                return module.original
+        raise RuntimeError(f"{norm} is not a parametrization of any layer of this {type(self).__name__}.")
+
+
+def _is_loaded(tensor: torch.Tensor) -> bool:
+    """Whether the loader filled `tensor` from a checkpoint (transformers flags it so that no init overwrites it)."""
+    return getattr(tensor, "_is_hf_initialized", False)
+
+
+@torch.no_grad()
+def _restart_power_iteration(norm: nn.Module, weight: torch.Tensor):
+    """
+    Spectral norm divides a weight by sigma = u^T W v, where u and v are power-iteration vectors kept as buffers
+    (`_u`, `_v`). They must belong to the weight: left as the loader's or `to_empty`'s uninitialised memory they are
+    zeros or garbage, so sigma is 0 or NaN and every logit NaN; after the weight is redrawn they estimate another
+    matrix. Start again as torch's `spectral_norm` does for a new weight: random unit u and v, 15 power iterations.
+    """
+    for vector in (norm._u, norm._v):
+        vector.copy_(F.normalize(vector.normal_(), dim=0, eps=norm.eps))
+    norm._power_method(norm._reshape_weight_to_matrix(weight), 15)
 
 
 def _check_text(name: str, tensor, batch: int, ndim: int, dim: int):
@@ -418,6 +489,7 @@ class StageGANGenerator(StageGANPreTrainedModel):
         word_embeds: torch.Tensor | None = None,
         word_mask: torch.Tensor | None = None,
         num_levels: int = 3,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> StageGANGeneratorOutput | tuple:
         r"""
@@ -428,8 +500,14 @@ class StageGANGenerator(StageGANPreTrainedModel):
             word_mask (`torch.BoolTensor` of shape `(batch, num_words)`, *optional*): True at real words, False at
                 padding and special tokens; all words count when omitted.
             num_levels (`int`, defaults to 3): stop after level 1, 2 or 3.
+            output_hidden_states (`bool`, *optional*): also return each level's image features (see
+                [`StageGANGeneratorOutput`]); defaults to `config.output_hidden_states`.
+            return_dict (`bool`, *optional*): return a [`StageGANGeneratorOutput`] rather than a plain tuple of its
+                non-`None` fields; defaults to `config.return_dict`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         if num_levels not in (1, 2, 3):
             raise ValueError(f"`num_levels` must be 1, 2 or 3, got {num_levels!r}.")
         if noise.ndim != 2 or noise.shape[1] != self.config.z_dim:
@@ -461,9 +539,10 @@ class StageGANGenerator(StageGANPreTrainedModel):
             hidden_states.append(hidden)
             images.append(image)
 
-        if not return_dict:
-            return (tuple(images), tuple(hidden_states))
-        return StageGANGeneratorOutput(images=tuple(images), hidden_states=tuple(hidden_states))
+        output = StageGANGeneratorOutput(
+            images=tuple(images), hidden_states=tuple(hidden_states) if output_hidden_states else None
+        )
+        return output if return_dict else output.to_tuple()
 
 
 class StageGANDiscriminator(StageGANPreTrainedModel):
@@ -506,6 +585,7 @@ class StageGANDiscriminator(StageGANPreTrainedModel):
         sentence_embeds: torch.Tensor | None = None,
         word_embeds: torch.Tensor | None = None,
         word_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> StageGANDiscriminatorOutput | tuple:
         r"""
@@ -515,8 +595,14 @@ class StageGANDiscriminator(StageGANPreTrainedModel):
             sentence_embeds (`torch.FloatTensor` of shape `(batch, text_embed_dim)`): level 2 only.
             word_embeds (`torch.FloatTensor` of shape `(batch, num_words, text_embed_dim)`): level 3 only.
             word_mask (`torch.BoolTensor` of shape `(batch, num_words)`, *optional*): level 3; True at real words.
+            output_hidden_states (`bool`, *optional*): also return the level's feature maps (see
+                [`StageGANDiscriminatorOutput`]); defaults to `config.output_hidden_states`.
+            return_dict (`bool`, *optional*): return a [`StageGANDiscriminatorOutput`] rather than a plain tuple of
+                its non-`None` fields; defaults to `config.return_dict`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         if level not in (1, 2, 3):
             raise ValueError(f"`level` must be 1, 2 or 3, got {level!r}.")
         side = self.config.stage_resolutions[level - 1]
@@ -530,17 +616,18 @@ class StageGANDiscriminator(StageGANPreTrainedModel):
 
         batch, dim = images.shape[0], self.config.text_embed_dim
         if level == 1:
-            logits = self.level1(images)
+            outputs = self.level1(images, output_hidden_states=output_hidden_states)
         elif level == 2:
             _check_text("sentence_embeds", sentence_embeds, batch, 2, dim)
-            logits = self.level2(images, sentence_embeds)
+            outputs = self.level2(images, sentence_embeds, output_hidden_states=output_hidden_states)
         else:
             _check_text("word_embeds", word_embeds, batch, 3, dim)
-            logits = self.level3(images, mean_word_embedding(word_embeds, word_mask))
+            condition = mean_word_embedding(word_embeds, word_mask)
+            outputs = self.level3(images, condition, output_hidden_states=output_hidden_states)
+        logits, hidden_states = outputs if output_hidden_states else (outputs, None)
 
-        if not return_dict:
-            return (logits,)
-        return StageGANDiscriminatorOutput(logits=logits)
+        output = StageGANDiscriminatorOutput(logits=logits, hidden_states=hidden_states)
+        return output if return_dict else output.to_tuple()
 
 
 __all__ = [
