@@ -93,6 +93,11 @@ def parse_args(argv=None):
         help="weight of the matching-aware D2/D3 term (real image + mismatched caption = fake); 0 = the patent's L_D",
     )
     model.add_argument(
+        "--discriminator_gradient_penalty", default="none", choices=["none", "r1", "matching_aware"],
+        help="regulariser of every D on real pairs: R1, or DF-GAN's matching-aware gradient penalty",
+    )
+    model.add_argument("--gradient_penalty_weight", type=float, default=2.0)
+    model.add_argument(
         "--mismatched_captions", default="color_swap", choices=["color_swap", "shuffled"],
         help="the mismatched caption of that term: the true one with one colour word swapped, or another example's",
     )
@@ -150,7 +155,7 @@ def parse_args(argv=None):
     for name in ("max_train_steps", "num_train_epochs", "checkpoints_total_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ("clip_num_negatives", "mismatched_text_weight"):
+    for name in ("clip_num_negatives", "mismatched_text_weight", "gradient_penalty_weight"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
     if args.dataset_name and args.train_data_dir:
@@ -203,6 +208,8 @@ def build_config(args, text_embed_dim):
         fusion_type=args.fusion_type,
         stage_gradient=args.stage_gradient,
         mismatched_text_weight=args.mismatched_text_weight,
+        discriminator_gradient_penalty=args.discriminator_gradient_penalty,
+        gradient_penalty_weight=args.gradient_penalty_weight,
     )
 
 

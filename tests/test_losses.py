@@ -9,6 +9,7 @@ from hf_stagegan.losses import (
     clip_ft_loss,
     discriminator_loss,
     generator_loss,
+    gradient_penalty,
     sentence_image_loss,
     word_region_loss,
     word_region_similarity,
@@ -145,3 +146,16 @@ def test_word_region_loss_with_an_empty_text_stays_finite_in_half_precision(dtyp
 def test_clip_ft_loss_weights_sentence_four_to_one():
     assert clip_ft_loss(torch.tensor(2.0), torch.tensor(3.0)).item() == 4 * 2.0 + 1 * 3.0
     assert clip_ft_loss(torch.tensor(2.0), torch.tensor(3.0), sentence_weight=1, word_weight=0).item() == 2.0
+
+
+def test_gradient_penalty_is_the_gradient_norm_of_real_pairs():
+    """For a linear D(x, c) = w.x + v.c the gradient is (w, v) for every pair: the penalty is ||(w, v)||^power."""
+    w, v = torch.randn(3 * 4 * 4, requires_grad=True), torch.randn(5)
+    images = torch.randn(2, 3, 4, 4, requires_grad=True)
+    condition = torch.randn(2, 5, requires_grad=True)
+    logits = images.flatten(1) @ w + condition @ v
+    torch.testing.assert_close(gradient_penalty(logits, images), w.pow(2).sum())  # R1's squared norm
+    both = gradient_penalty(logits, images, condition, power=6)
+    torch.testing.assert_close(both, (w.pow(2).sum() + v.pow(2).sum()) ** 3)
+    both.backward()  # create_graph: the penalty trains D's weights
+    torch.testing.assert_close(w.grad, 3 * (w.pow(2).sum() + v.pow(2).sum()) ** 2 * 2 * w.detach())

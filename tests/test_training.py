@@ -216,3 +216,19 @@ def test_a_caption_with_no_words_leaves_the_level3_loss_bounded(tokenizer, clip_
     assert 0 < logs["loss_clip_ft_word"] < 2 * math.log(2) + 2 * 10 * (2 + math.log(16) / 5)
     assert logs["loss_g3"] < 200 and all(math.isfinite(value) for value in logs.values())
     assert all(torch.isfinite(p).all() for p in generator.parameters())
+
+
+@pytest.mark.parametrize("penalty", ["r1", "matching_aware"])
+def test_gradient_penalty_enters_every_discriminator_loss(tokenizer, clip_model, penalty):
+    batch = toy_batch(tokenizer, 4)
+    losses = {}
+    for weight in (0.0, 10.0):
+        generator, discriminator, optimizers = build(tiny_config(discriminator_gradient_penalty=penalty, gradient_penalty_weight=weight))
+        torch.manual_seed(1)
+        logs = training_step(batch, generator=generator, discriminator_levels=discriminator.levels, clip_model=clip_model, optimizers=optimizers)
+        losses[weight] = logs
+    for level in (1, 2, 3):
+        value = losses[10.0][f"gradient_penalty_d{level}"]
+        assert value > 0 and value == pytest.approx(losses[0.0][f"gradient_penalty_d{level}"], rel=1e-5)
+        scale = 10.0 / 2 if penalty == "r1" else 10.0
+        assert losses[10.0][f"loss_d{level}"] == pytest.approx(losses[0.0][f"loss_d{level}"] + scale * value, rel=1e-4)

@@ -8,6 +8,7 @@ from transformers import PretrainedConfig
 
 FUSION_TYPES = ("attention", "memory")
 STAGE_GRADIENTS = ("isolated", "end_to_end")
+GRADIENT_PENALTIES = ("none", "r1", "matching_aware")
 
 
 class StageGANConfig(PretrainedConfig):
@@ -56,6 +57,13 @@ class StageGANConfig(PretrainedConfig):
             describe it must be judged fake (`losses.mismatched_text_loss`). Not in the patent's formulas (0 keeps
             them exact); the authors' code uses it with weight 1. Without it a conditional discriminator never has
             to look at the text to tell real from fake.
+        discriminator_gradient_penalty (`str`, *optional*, defaults to `"none"`):
+            A regulariser of every discriminator on real pairs, added to L_Dk (not in the patent): `"none"`; `"r1"`
+            (R1, the squared gradient norm with respect to the real image, times `gradient_penalty_weight / 2`);
+            `"matching_aware"` (DF-GAN's MA-GP: the gradient norm with respect to the real image and its text
+            condition, to the 6th power, times `gradient_penalty_weight`; D1 has no condition, so only the image).
+        gradient_penalty_weight (`float`, *optional*, defaults to 2.0):
+            Weight of that penalty (DF-GAN uses 2 for MA-GP; R1 is usually 0.1-10).
         discriminator_spectral_norm (`bool`, *optional*, defaults to `True`):
             Spectral normalisation of every discriminator convolution, as in the authors' code.
         initializer_range (`float`, *optional*, defaults to 0.02):
@@ -93,6 +101,8 @@ class StageGANConfig(PretrainedConfig):
         damsm_gamma2: float = 5.0,
         damsm_gamma3: float = 10.0,
         mismatched_text_weight: float = 0.0,
+        discriminator_gradient_penalty: str = "none",
+        gradient_penalty_weight: float = 2.0,
         discriminator_spectral_norm: bool = True,
         initializer_range: float = 0.02,
         **kwargs,
@@ -113,6 +123,8 @@ class StageGANConfig(PretrainedConfig):
         self.damsm_gamma2 = damsm_gamma2
         self.damsm_gamma3 = damsm_gamma3
         self.mismatched_text_weight = mismatched_text_weight
+        self.discriminator_gradient_penalty = discriminator_gradient_penalty
+        self.gradient_penalty_weight = gradient_penalty_weight
         self.discriminator_spectral_norm = discriminator_spectral_norm
         self.initializer_range = initializer_range
         # AutoModel maps this config to the generator or the discriminator by `architectures` (each model's
@@ -212,6 +224,8 @@ _FIELD_CHECKS = {
     "level3_sentence_weight": _number(0.0, strict=False),
     "level3_word_weight": _number(0.0, strict=False),
     "mismatched_text_weight": _number(0.0, strict=False),
+    "discriminator_gradient_penalty": partial(_check_choice, choices=GRADIENT_PENALTIES),
+    "gradient_penalty_weight": _number(0.0, strict=False),
     "damsm_gamma1": _number(0.0, strict=True),
     "damsm_gamma2": _number(0.0, strict=True),
     "damsm_gamma3": _number(0.0, strict=True),

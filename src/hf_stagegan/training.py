@@ -22,6 +22,7 @@ from .losses import (
     clip_ft_loss,
     discriminator_loss,
     generator_loss,
+    gradient_penalty,
     mismatched_text_loss,
     sentence_image_loss,
     word_region_loss,
@@ -186,6 +187,7 @@ def training_step(
         with torch.no_grad():
             text = encode_text(clip_model, batch["input_ids"], batch.get("attention_mask"))
             matching_aware = config.mismatched_text_weight > 0
+            penalty = config.discriminator_gradient_penalty
             mismatched = level_conditions(mismatched_text(clip_model, batch, text)) if matching_aware else None
         real_images = real_images_per_level(batch["pixel_values"], config)
         conditions = level_conditions(text)
@@ -200,8 +202,12 @@ def training_step(
         for level, key in enumerate(DISCRIMINATOR_KEYS):
             optimizers[key].zero_grad(set_to_none=True)
             # real and fake in one forward (one DDP forward per backward); D has no batch statistics to mix
-            images = [real_images[level], fake_images[level].detach()]
-            condition = None if conditions[level] is None else [conditions[level]] * 2
+            real = real_images[level].detach().requires_grad_(penalty != "none")  # a leaf: the penalty's input
+            real_condition = None if conditions[level] is None else conditions[level].detach()
+            if penalty == "matching_aware" and real_condition is not None:
+                real_condition.requires_grad_(True)
+            images = [real, fake_images[level].detach()]
+            condition = None if real_condition is None else [real_condition, conditions[level]]
             if matching_aware and condition is not None:  # + real images with mismatched captions (D2, D3)
                 images.append(real_images[level])
                 condition.append(mismatched[level])
@@ -210,6 +216,12 @@ def training_step(
             loss = discriminator_loss(logits[0], logits[1])
             if len(logits) == 3:
                 loss = loss + config.mismatched_text_weight * mismatched_text_loss(logits[2])
+            if penalty != "none":  # R1 or MA-GP on the real pairs
+                with_text = real_condition if penalty == "matching_aware" else None
+                value = gradient_penalty(logits[0], real, with_text, power=6 if penalty == "matching_aware" else 2)
+                scale = config.gradient_penalty_weight / (2 if penalty == "r1" else 1)
+                loss = loss + scale * value
+                logs[f"gradient_penalty_d{level + 1}"] = value.item()
             _check_finite(f"loss_d{level + 1}", loss)
             backward(loss)
             optimizers[key].step()
