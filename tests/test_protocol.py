@@ -148,3 +148,15 @@ def test_model_card_carries_the_report(model_folder, cache, pipe, tmp_path):
     assert by_type["r_precision_eval_clip"] == report["metrics"]["r_precision"]["eval_clip"]["generated"]["mean"]
     assert "| R-precision (evaluation CLIP) |" in text and "12 held-out captions of synthbirds" in text
     assert json.loads((card_folder / "evaluation.json").read_text()) == report
+
+
+def test_build_commands_report_the_cached_models(cache, capsys):
+    assert main(["build-judge", "--resolution", "64", "--cache_dir", str(cache)]) == 0  # cached: printed, not rebuilt
+    folder, summary = capsys.readouterr().out.strip().splitlines()
+    assert folder == str(cache / "judge-v1-64px") and summary.startswith("held-out real accuracy {'body_color':")
+    assert main(["build-eval-clip", "--cache_dir", str(cache)]) == 0
+    folder, summary = capsys.readouterr().out.strip().splitlines()
+    assert folder == str(cache / "eval-clip-v1-64px") and summary.startswith("held-out real R-precision {'mean':")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build-judge", "--resolution", "48", "--cache_dir", str(cache)])
+    assert exit_info.value.code == 2 and "--resolution must be one of [32, 64, 128, 256], got 48" in capsys.readouterr().err

@@ -33,6 +33,7 @@ from .metrics import (
     part_swap_accuracy,
     r_precision,
 )
+from .protocol import evaluate, headline_metrics, write_report
 
 __all__ = [
     "COLOR_NAMES",
@@ -46,8 +47,10 @@ __all__ = [
     "color_confusion",
     "color_fraction",
     "cross_modal_distance",
+    "evaluate",
     "format_confusion",
     "frechet_distance",
+    "headline_metrics",
     "inception_fid",
     "judge_attributes",
     "judge_predict",
@@ -56,4 +59,5 @@ __all__ = [
     "part_swap_accuracy",
     "predict_colors",
     "r_precision",
+    "write_report",
 ]

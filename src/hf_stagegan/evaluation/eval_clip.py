@@ -37,8 +37,8 @@ EVAL_CLIP_REPORT_NAME = "eval_clip_report.json"
 
 def train_eval_clip(
     num_train: int = 8000,
-    max_train_steps: int = 1500,
-    batch_size: int = 64,
+    max_train_steps: int = 1200,
+    batch_size: int = 32,
     learning_rate: float = 5e-4,
     resolution: int = 64,
     data_seed: int = EVAL_CLIP_DATA_SEED,

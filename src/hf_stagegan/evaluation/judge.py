@@ -56,6 +56,7 @@ NUM_COLOR_CLASSES = len(PALETTE) + 1  # the palette colours, and "no named colou
 # which part a 32x32 cell is labelled with when several meet in it: the small ones first
 _PART_PRIORITY = ("beak", "crown", "eye", "wing", "legs", "body", "perch", "background")
 _COLORED_PARTS = {"body": "body_color", "wing": "wing_color", "crown": "crown_color", "beak": "beak_color"}
+_PART_OF = {"body_color": "body", "wing_color": "wing", "crown_color": "crown", "beak_color": "beak", "beak_length": "beak"}
 DEFAULT_ATTRIBUTE_LABELS: dict[str, list[str]] = {
     "body_color": list(PALETTE),
     "wing_color": list(PALETTE),
@@ -135,8 +136,9 @@ class SynthBirdsJudgeOutput(ModelOutput):
         features (`torch.FloatTensor` of shape `(batch, 8 * channels)`): the pooled image features the heads read
             (average- and max-pooled 8x8 maps): the judge's feature space for Fréchet distances.
         part_logits (`torch.FloatTensor` of shape `(batch, len(PART_IDS) + len(PALETTE) + 1, 32, 32)`, *optional*):
-            with `return_parts=True`: per cell of the 32x32 grid, which part is there and its colour (or none). Only
-            a training signal: it makes the features find the small parts (beak, crown) early.
+            with `return_parts=True`: per cell of the 32x32 grid, which part is there and its colour (or none),
+            trained on SynthBirds' part masks. Each attribute head reads the global features and the features pooled
+            over the cells of its part (body, wing, crown, beak), weighted by this map.
     """
 
     logits: dict[str, torch.FloatTensor] | None = None
@@ -155,7 +157,9 @@ def _conv_block(in_channels: int, out_channels: int, stride: int) -> nn.Sequenti
 class SynthBirdsJudge(PreTrainedModel):
     r"""
     A small CNN that reads a SynthBirds bird's attributes: pixel unshuffle to a 32x32 grid, three stages of 3x3
-    convolutions (32x32, 16x16, 8x8), average- and max-pooling, one linear head per attribute.
+    convolutions (32x32, 16x16, 8x8), average- and max-pooling; a part map (which part, which colour, per cell of the
+    32x32 grid) whose weights pool the 16x16 features per part; one linear head per attribute, reading the global
+    features and its part's pooled features.
 
     Input: `pixel_values` `(batch, 3, H, W)` in [-1, 1] (the generator's range); resized to `config.image_size` (bilinear,
     antialiased) when `H, W` differ.
@@ -176,11 +180,12 @@ class SynthBirdsJudge(PreTrainedModel):
             _conv_block(2 * width, 4 * width, 2),  # 8x8
             _conv_block(4 * width, 4 * width, 1),
         )
-        self.heads = nn.ModuleDict(
-            {name: nn.Linear(8 * width, len(labels)) for name, labels in config.attribute_labels.items()}
-        )
-        # training-only auxiliary head on the 16x16 stage, upsampled to 32x32: part and colour of every cell
+        # per cell of the 16x16 stage (read on the 32x32 grid): which part is there, and its colour
         self.part_head = nn.Conv2d(2 * width, NUM_PART_CLASSES + NUM_COLOR_CLASSES, 1)
+        # each head reads the global features and the features pooled over its part's cells
+        self.heads = nn.ModuleDict(
+            {name: nn.Linear(10 * width, len(labels)) for name, labels in config.attribute_labels.items()}
+        )
         self.post_init()
 
     def _init_weights(self, module):
@@ -209,12 +214,16 @@ class SynthBirdsJudge(PreTrainedModel):
         middle = self.trunk[:4](self.unshuffle(pixel_values))  # (B, 2C, 16, 16)
         hidden = self.trunk[4:](middle)  # (B, 4C, 8, 8)
         features = torch.cat([hidden.mean(dim=(2, 3)), hidden.amax(dim=(2, 3))], dim=1)  # (B, 8C)
-        part_logits = None
-        if return_parts:
-            part_logits = F.interpolate(self.part_head(middle), scale_factor=2, mode="bilinear", align_corners=False)
-        return SynthBirdsJudgeOutput(
-            logits={name: head(features) for name, head in self.heads.items()}, features=features, part_logits=part_logits
-        )
+        # part pooling: the small parts (beak, crown) are a few pixels; their heads read the cells the part map finds
+        middle = F.interpolate(middle, scale_factor=2, mode="bilinear", align_corners=False)  # (B, 2C, 32, 32)
+        part_logits = self.part_head(middle)  # (B, parts + colours, 32, 32)
+        where = part_logits[:, :NUM_PART_CLASSES].softmax(dim=1)  # (B, parts, 32, 32)
+        pooled = torch.einsum("bphw,bchw->bpc", where, middle) / (where.sum(dim=(2, 3))[..., None] + 1e-3)  # (B, P, 2C)
+        logits = {
+            name: head(torch.cat([features, pooled[:, PART_IDS[_PART_OF.get(name, "body")]]], dim=1))
+            for name, head in self.heads.items()
+        }
+        return SynthBirdsJudgeOutput(logits=logits, features=features, part_logits=part_logits if return_parts else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -441,7 +450,7 @@ def train_judge(
     colors = torch.empty(num_train, 32, 32, dtype=torch.long)
     attributes = []
     for index, (image, bird, _, mask) in enumerate(iter_birds("train", num_train, resolution, data_seed, return_mask=True)):
-        images[index] = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
+        images[index] = torch.from_numpy(np.array(image)).permute(2, 0, 1)
         part, color = part_targets(mask, bird)
         parts[index], colors[index] = torch.from_numpy(part), torch.from_numpy(color)
         attributes.append(bird)
@@ -512,7 +521,7 @@ def build_judge(
         report = {
             "resolution": resolution,
             "recipe_version": JUDGE_RECIPE_VERSION,
-            "recipe": recipe_of(train_judge, train_kwargs),
+            "recipe": recipe_of(train_judge, {"resolution": resolution, **train_kwargs}),
             "train_seconds": round(train_seconds, 1),
             "held_out_real_images": num_test,
             "held_out_real_accuracy": accuracy,
