@@ -53,23 +53,29 @@ def main():
     parser.add_argument("--fid_feature_extractor", default="judge", help="judge or clip (Inception needs its weights)")
     parser.add_argument("--cache_dir", help="built judge + evaluation CLIP (default: token-trained ones, timing only)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", help="also write the whole report here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = args.model or str(untrained_pipeline(tmp / "pipeline"))
-        cache_dir = args.cache_dir or tmp / "cache"
-        if not (judge_folder(64, cache_dir) / "config.json").is_file():
+        cache_dir = args.cache_dir
+        if cache_dir is None:  # token-trained evaluators in a temporary cache: never in a real one
+            cache_dir = tmp / "cache"
             build_judge(64, cache_dir, num_test=100, num_train=256, max_train_steps=2, progress=False)
-        if not (eval_clip_folder(cache_dir) / "config.json").is_file():
             build_eval_clip(cache_dir, num_test=100, num_train=256, max_train_steps=2)
+        for folder in (judge_folder(64, cache_dir), eval_clip_folder(cache_dir)):
+            if not (folder / "config.json").is_file():
+                raise SystemExit(f"--cache_dir has no {folder.name}: build it with hf-stagegan build-judge / build-eval-clip")
         start, cpu_start = time.perf_counter(), time.process_time()
         report = evaluate(
             model, num_images=args.num_images, batch_size=args.batch_size, metrics=args.metrics,
             fid_feature_extractor=args.fid_feature_extractor, cache_dir=cache_dir, device="cpu", progress=False,
         )
         total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=2))
     print(json.dumps({"num_images": args.num_images, "metrics": args.metrics, "threads": args.threads,
                       "timings_s": report["timings_s"], "wall_time_s": round(total, 1),
                       "process_cpu_time_s": round(cpu, 1)}, indent=2))
