@@ -81,6 +81,7 @@ def test_augment_keeps_range_and_is_seeded():
     assert not torch.allclose(first, other)
 
 
+@pytest.mark.slow  # shares the module's judge training (about 10 s of CPU)
 def test_training_on_real_birds_learns(trained):
     """150 steps on 600 birds (a few KB of weights): the body colour well above chance (0.1) and above the untrained
     judge; the full recipe's figures are in docs/evaluation.md."""
@@ -91,6 +92,7 @@ def test_training_on_real_birds_learns(trained):
     assert after["size"] >= 0.5  # chance 0.33
 
 
+@pytest.mark.slow  # shares the module's judge training (about 10 s of CPU)
 def test_judge_attributes_scores_against_what_the_caption_names(trained, held_out):
     images, captions = held_out
     scores = judge_attributes(trained, images, captions)
@@ -117,6 +119,7 @@ def test_attribute_accuracy_counts_only_named_attributes():
     assert result == {"accuracy": {"body_color": 0.5, "size": 1.0}, "count": {"body_color": 2, "size": 1}, "all_correct": 0.5}
 
 
+@pytest.mark.slow  # shares the module's judge training (about 10 s of CPU)
 def test_judge_fd_and_its_real_floor(trained):
     real, _ = synthbirds_arrays("test", 200, 32, seed=0)
     other_real, _ = synthbirds_arrays("test", 200, 32, seed=5)
