@@ -31,7 +31,7 @@ FINETUNE_CLIP = str(ROOT / "examples" / "finetune_clip.py")
 TINY = [
     "--synthbirds_num_train", "32", "--clip_finetune_steps", "2", "--clip_batch_size", "8", "--train_batch_size", "8",
     "--generator_channels", "8", "--discriminator_channels", "8", "--resolution", "32", "--report_to", "none",
-    "--validation_steps", "1000", "--checkpointing_steps", "2",
+    "--validation_steps", "1000", "--checkpointing_steps", "2", "--evaluation_images", "0",
 ]
 
 pytestmark = pytest.mark.slow
@@ -39,6 +39,26 @@ try:
     BPE_AVAILABLE = bool(find_clip_bpe())
 except FileNotFoundError:
     BPE_AVAILABLE = False
+
+
+@pytest.fixture(scope="module")
+def evaluation_cache(tmp_path_factory):
+    """A tiny 32 px judge and evaluation CLIP, built by the real build functions, for the training script's evaluation."""
+    from hf_stagegan.evaluation.eval_clip import build_eval_clip
+    from hf_stagegan.evaluation.judge import build_judge
+
+    folder = tmp_path_factory.mktemp("evaluation-cache")
+    build_judge(32, folder, num_test=20, num_train=64, max_train_steps=3, batch_size=16, channels=4, progress=False)
+    build_eval_clip(
+        folder, num_test=100, num_train=64, max_train_steps=3, batch_size=16, projection_dim=16, hidden_size=32,
+        num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8,
+    )
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def use_evaluation_cache(evaluation_cache, monkeypatch):
+    monkeypatch.setenv("HF_STAGEGAN_CACHE", str(evaluation_cache))  # seen by `run` and by in-process `train.main`
 
 
 def run(args, tmp_path, check=True, timeout=600):
@@ -63,7 +83,7 @@ def assert_same_weights(a, b):
 def test_train_single_process_writes_a_loadable_pipeline(tmp_path):
     out = tmp_path / "out"
     run([TRAIN, *TINY, "--max_train_steps", "3", "--use_ema", "--ema_decay", "0.5", "--output_dir", str(out),
-         "--report_to", "tensorboard"], tmp_path)
+         "--report_to", "tensorboard", "--evaluation_images", "12", "--validation_steps", "2"], tmp_path)
 
     assert {"model_index.json", "README.md", "samples.png", "discriminator", "clip", "validation"} <= {p.name for p in out.iterdir()}
     assert [step for step, _ in list_checkpoints(out)] == [2, 3]
@@ -76,8 +96,13 @@ def test_train_single_process_writes_a_loadable_pipeline(tmp_path):
         tags = EventAccumulator(str(events)).Reload().Tags()
         scalars, images = scalars | set(tags["scalars"]), images | set(tags["images"])
     assert {"loss_d1", "loss_g3", "loss_clip_ft"} <= scalars and "validation" in images
-    evaluation = json.loads((out / "evaluation.json").read_text())
-    assert 0.0 <= evaluation["color_accuracy"] <= 1.0
+    assert {"judge/body_color", "judge/beak_length", "eval/r_precision_eval_clip", "eval/judge_fd_ratio"} <= scalars
+    # the final evaluation: `hf-stagegan evaluate`'s report (judge + R-precision on 12 held-out captions), in the card
+    report = json.loads((out / "evaluation.json").read_text())
+    assert set(report["metrics"]) == {"judge", "r_precision"} and report["generation"]["num_images"] == 12
+    assert set(report["metrics"]["r_precision"]) == {"eval_clip", "clip_ft"}
+    assert 0.0 <= report["metrics"]["judge"]["generated"]["accuracy"]["body_color"] <= 1.0
+    assert "model-index" in (out / "README.md").read_text()
 
     pipe = StageGANPipeline.from_pretrained(out)
     image = pipe("a red bird", generator=torch.Generator().manual_seed(0)).images[0]

@@ -16,7 +16,11 @@ from hf_stagegan.data.synthbirds import (
     generate_bird,
     iter_examples,
     load_synthbirds,
+    make_captions,
+    parse_caption,
+    sample_attributes,
     short_caption,
+    swap_caption_attribute,
 )
 
 COLUMNS = ["image", "captions", "text", *ATTRIBUTE_NAMES]
@@ -165,3 +169,57 @@ def test_invalid_arguments_raise():
         generate_bird(0, resolution=8)
     with pytest.raises(ValueError, match="num_train"):
         load_synthbirds(num_train=0)
+
+
+SIZE_WORDS = {"small": "small", "medium": "medium sized", "large": "large"}
+
+
+def test_parse_caption_reads_back_what_make_captions_wrote():
+    """The parser and the caption grammar cannot drift apart: every attribute a caption names is read back right,
+    and an attribute is found exactly when the caption mentions its part."""
+    named_counts = dict.fromkeys(synthbirds.CAPTION_ATTRIBUTES, 0)
+    for seed in range(1500):
+        rng = np.random.default_rng(seed)
+        attributes = sample_attributes(rng)
+        captions = make_captions(attributes, rng)
+        full = {k: attributes[k] for k in ("body_color", "wing_color", "crown_color", "beak_color", "beak_length")}
+        assert parse_caption(captions[0]) == full  # the first caption names every part (but not the size)
+        for caption in captions:
+            named = parse_caption(caption)
+            assert named == {k: attributes[k] for k in named}, caption
+            assert "body_color" in named  # every caption names the body colour
+            assert ("wing_color" in named) == ("wing" in caption)
+            assert ("crown_color" in named) == bool(re.search(r"\b(crown|cap)\b", caption))
+            assert ("beak_color" in named) == ("beak_length" in named) == bool(re.search(r"\b(beak|bill)\b", caption))
+            assert ("size" in named) == any(f"{words} " in caption for words in SIZE_WORDS.values())
+            for name in named:
+                named_counts[name] += 1
+    assert min(named_counts.values()) > 500  # every pattern was exercised
+
+
+def test_swap_caption_attribute_changes_one_part_and_keeps_the_grammar():
+    caption = "this bird has a red body, black wings, a blue crown and a short yellow beak"
+    assert swap_caption_attribute(caption, "body_color", "orange") == (
+        "this bird has an orange body, black wings, a blue crown and a short yellow beak"
+    )
+    assert swap_caption_attribute(caption, "crown_color", "orange").endswith("an orange crown and a short yellow beak")
+    assert swap_caption_attribute("an orange beak that is long", "beak_color", "red") == "a red beak that is long"
+    assert swap_caption_attribute("a medium sized red bird", "size", "large") == "a large red bird"
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        attributes = sample_attributes(rng)
+        for caption in make_captions(attributes, rng):
+            named = parse_caption(caption)
+            for part in ("body_color", "wing_color", "crown_color", "beak_color"):
+                if part not in named:
+                    continue
+                value = "orange" if named[part] != "orange" else "grey"
+                swapped = swap_caption_attribute(caption, part, value)
+                assert parse_caption(swapped) == {**named, part: value}
+                assert not re.search(r"\ba [aeiou]|\ban [^aeiou]", swapped), swapped
+    with pytest.raises(ValueError, match="does not name 'crown_color'"):
+        swap_caption_attribute("a red bird", "crown_color", "blue")
+    with pytest.raises(ValueError, match=r"`value` for 'beak_color' must be one of .* got 'purple'"):
+        swap_caption_attribute(caption, "beak_color", "purple")
+    with pytest.raises(ValueError, match="`attribute` must be one of"):
+        swap_caption_attribute(caption, "facing", "left")

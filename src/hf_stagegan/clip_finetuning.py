@@ -124,8 +124,8 @@ def load_or_build_clip(
 def finetune_clip(
     clip_model: CLIPModel,
     dataloader,
-    accelerator,
-    max_train_steps: int,
+    accelerator=None,
+    max_train_steps: int = 600,
     learning_rate: float = 5e-4,
     betas: tuple[float, float] = (0.9, 0.98),
     word_weight: float = 1.0,
@@ -133,7 +133,9 @@ def finetune_clip(
 ) -> CLIPModel:
     """
     CLIP_FT: `max_train_steps` contrastive updates of `clip_model` on `dataloader` (batches of `pixel_values`,
-    `input_ids`, `attention_mask`) under `accelerator`. Returns the unwrapped model in eval mode, frozen.
+    `input_ids`, `attention_mask`) under `accelerator` (or, with `accelerator=None`, in this process alone, on the
+    model's device: what building an evaluation model inside another run needs). Returns the unwrapped model in eval
+    mode, frozen.
     """
     if max_train_steps < 0:
         raise ValueError(f"`max_train_steps` must be >= 0, got {max_train_steps}.")
@@ -142,23 +144,34 @@ def finetune_clip(
     # every trainable parameter to get a gradient)
     clip_model.logit_scale.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in clip_model.parameters() if p.requires_grad], lr=learning_rate, betas=betas, weight_decay=0.01)
-    matcher, optimizer, loader = accelerator.prepare(CLIPMatchingLoss(clip_model, **gammas), optimizer, dataloader)
-    progress = tqdm(total=max_train_steps, desc="CLIP_FT", disable=not accelerator.is_local_main_process)
+    matcher = CLIPMatchingLoss(clip_model, **gammas)
+    if accelerator is not None:
+        matcher, optimizer, loader = accelerator.prepare(matcher, optimizer, dataloader)
+    else:
+        loader = dataloader
+    main_process = accelerator is None or accelerator.is_local_main_process
+    progress = tqdm(total=max_train_steps, desc="CLIP_FT", disable=not main_process)
     step, epoch = 0, 0
     while step < max_train_steps:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
+        elif hasattr(getattr(loader, "sampler", None), "set_epoch"):
+            loader.sampler.set_epoch(epoch)
         for batch in loader:
+            if accelerator is None:
+                batch = {key: value.to(clip_model.device) for key, value in batch.items()}
             logs = clip_finetuning_step(batch, matcher, optimizer, accelerator, word_weight)
             step += 1
             progress.update(1)
             progress.set_postfix(**{k: f"{v:.3f}" for k, v in logs.items()})
-            accelerator.log({f"clip/{k}": v for k, v in logs.items()}, step=step)
+            if accelerator is not None:
+                accelerator.log({f"clip/{k}": v for k, v in logs.items()}, step=step)
             if step >= max_train_steps:
                 break
         epoch += 1
     progress.close()
-    accelerator.free_memory()  # drops accelerate's references to the CLIP optimizer and loader
+    if accelerator is not None:
+        accelerator.free_memory()  # drops accelerate's references to the CLIP optimizer and loader
     return clip_model.eval().requires_grad_(False)
 
 

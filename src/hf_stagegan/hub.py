@@ -42,6 +42,8 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from huggingface_hub.file_download import REGEX_COMMIT_HASH
 from huggingface_hub.utils import validate_hf_hub_args
 
+from .evaluation.protocol import headline_metrics, write_report
+
 logger = logging.get_logger(__name__)
 
 # Weight formats that are unpickled when read: never downloaded, never written (safetensors only).
@@ -347,6 +349,7 @@ class StageGANPipelineHubMixin:
 # The model card, the training save, the upload
 
 SAMPLE_GRID_NAME = "samples.png"
+EVALUATION_REPORT_NAME = "evaluation.json"
 DEFAULT_TAGS = ["hf-stagegan", "stagegan", "gr-gan", "gan", "text-to-image"]
 
 # `library_name: diffusers`: the repo is a diffusers-format pipeline (model_index.json + one folder per component).
@@ -454,6 +457,41 @@ def _format_value(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def _report_results(report: Mapping) -> tuple[dict[str, float], list[EvalResult]]:
+    """A `hf-stagegan evaluate` report -> (table rows, model-index results on the report's dataset and split)."""
+    rows = headline_metrics(dict(report))
+    dataset = report.get("dataset", {})
+    dataset_id = dataset.get("name") or "unknown"
+    num_images = report.get("generation", {}).get("num_images")
+    results = [
+        EvalResult(
+            task_type="text-to-image",
+            dataset_type=dataset_id,
+            dataset_name="SynthBirds" if dataset_id == "synthbirds" else dataset_id,
+            dataset_split=dataset.get("split"),
+            metric_type=row["type"],
+            metric_name=row["name"],
+            metric_value=row["value"],
+            metric_config=f"{num_images} images" if num_images else None,
+        )
+        for row in rows
+    ]
+    return {row["name"]: row["value"] for row in rows}, results
+
+
+def _evaluation_table(evaluation: Mapping[str, float], report: Mapping | None) -> str:
+    table = _table(dict(evaluation), ("metric", "value"))
+    if report is None:
+        return table
+    dataset, generation = report.get("dataset", {}), report.get("generation", {})
+    return (
+        f"`hf-stagegan evaluate` on {generation.get('num_images')} held-out captions of {dataset.get('name')} "
+        f"(split `{dataset.get('split')}`), one image each, seeds {generation.get('seed')}, "
+        f"{generation.get('seed')} + 1, ...; every setting, and the figures on real images to read these against, "
+        f"are in [`{EVALUATION_REPORT_NAME}`]({EVALUATION_REPORT_NAME}).\n\n{table}"
+    )
+
+
 def _model_rows(pipeline) -> dict[str, object]:
     if pipeline is None or pipeline.image_generator is None:
         return {}
@@ -490,6 +528,7 @@ def write_model_card(
     tags: list[str] | None = None,
     hyperparameters: Mapping[str, object] | None = None,
     evaluation: Mapping[str, float] | None = None,
+    evaluation_report: Mapping | None = None,
     sample_grid: PIL.Image.Image | None = None,
     sample_prompts: Sequence[str] | None = None,
     seed: int = 0,
@@ -507,6 +546,9 @@ def write_model_card(
         hyperparameters (`Mapping`, *optional*): training hyperparameters, one table row each.
         evaluation (`Mapping[str, float]`, *optional*): metric name -> value (e.g. `{"fid": 23.1, "clip_score":
             0.31}`); a table, and `model-index` results in the metadata when `datasets` is given.
+        evaluation_report (`Mapping`, *optional*): a report of `hf_stagegan.evaluation.evaluate` (`hf-stagegan
+            evaluate`): its main figures (`headline_metrics`) become the table and the `model-index` results, on the
+            report's own dataset and split; the report itself is saved beside the card as `evaluation.json`.
         sample_grid (`PIL.Image.Image`, *optional*): saved as `samples.png` and shown in the card.
         sample_prompts (`Sequence[str]`, *optional*): listed under the grid and in the metadata's `widget` (the
             example prompts of the Hub page and of `hf-stagegan demo`); without `sample_grid`, `pipeline` draws one
@@ -528,7 +570,10 @@ def write_model_card(
 
     datasets = [datasets] if isinstance(datasets, str) else datasets
     eval_results = None
-    if evaluation and datasets:
+    if evaluation_report is not None:
+        evaluation, eval_results = _report_results(evaluation_report)
+        write_report(dict(evaluation_report), folder / EVALUATION_REPORT_NAME)
+    elif evaluation and datasets:
         eval_results = [
             EvalResult(
                 task_type="text-to-image",
@@ -561,6 +606,7 @@ def write_model_card(
         "discriminator": 'D1-D3, for resuming training: `StageGANDiscriminator.from_pretrained(repo, subfolder="discriminator")`',
         "clip": "the full fine-tuned CLIP (text + vision) used by the training losses",
         SAMPLE_GRID_NAME: "the sample grid above",
+        EVALUATION_REPORT_NAME: "the evaluation report (`hf-stagegan evaluate`): every setting and figure",
     }
     files_list = "\n".join(f"- `{name}`: {what}" for name, what in files.items() if (folder / name).exists())
 
@@ -580,7 +626,7 @@ def write_model_card(
         if has_generator
         else "See `image_generator/config.json`.",
         hyperparameters_table=_table(dict(hyperparameters), ("hyperparameter", "value")) if hyperparameters else None,
-        evaluation_table=_table(dict(evaluation), ("metric", "value")) if evaluation else None,
+        evaluation_table=_evaluation_table(evaluation, evaluation_report) if evaluation else None,
         files_list=files_list,
     )
     card.save(folder / "README.md")
@@ -606,7 +652,8 @@ def save_stagegan_pipeline(
         discriminator ([`StageGANDiscriminator`], *optional*): D1-D3, saved to `discriminator/`.
         clip_model ([`~transformers.CLIPModel`], *optional*): the whole fine-tuned CLIP, saved to `clip/`.
         card_kwargs: passed to [`write_model_card`] (`repo_id`, `license`, `datasets`, `base_model`, `tags`,
-            `hyperparameters`, `evaluation`, `sample_grid`, `sample_prompts`, `seed`, `model_name`, `description`).
+            `hyperparameters`, `evaluation`, `evaluation_report`, `sample_grid`, `sample_prompts`, `seed`,
+            `model_name`, `description`).
 
     Example:
 

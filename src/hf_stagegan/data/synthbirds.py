@@ -35,6 +35,7 @@ import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,99 @@ def make_captions(attributes: dict[str, str], rng: np.random.Generator) -> list[
         if caption not in captions:
             captions.append(caption)
     return captions + [short_caption(body), short_caption(body, attributes["size"])]
+
+
+# Reading captions back: the grammar above, inverted. `parse_caption` finds every attribute a caption names, and
+# `swap_caption_attribute` rewrites one of them (with the article fixed: "a red body" -> "an orange body"). Both use the
+# patterns below, which mirror the phrases of `make_captions` and `short_caption`; `tests/test_synthbirds.py` checks
+# them against `make_captions` for many seeds, so the two cannot drift apart.
+
+_COLOR_RE = "|".join(PALETTE) + "|gray"
+_BEAK_RE = "|".join(BEAK_COLORS) + "|gray"
+_LENGTH_RE = "|".join(BEAK_LENGTHS)
+_SIZE_RE = "|".join(_SIZE_WORDS.values())
+_ARTICLE = r"(?:(?P<article>an?) )?"  # an article right before the value, which must agree with it
+_CAPTION_PATTERNS: dict[str, tuple[str, ...]] = {
+    "body_color": (
+        rf"\b{_ARTICLE}(?P<value>{_COLOR_RE}) (?:body|belly|breast)\b",  # "a red body"
+        rf"\bbird is (?:mostly )?(?P<value>{_COLOR_RE})\b",  # "the bird is mostly red", "this bird is red and has"
+        rf"\b{_ARTICLE}(?P<value>{_COLOR_RE}) bird\b",  # "a red bird", "this red bird has", "a small red bird"
+    ),
+    "wing_color": (rf"\b(?P<value>{_COLOR_RE}) (?:wings|wing feathers)\b",),  # "black wings"
+    "crown_color": (rf"\b{_ARTICLE}(?P<value>{_COLOR_RE}) (?:crown|cap)\b",),  # "a blue crown", "an orange cap"
+    "beak_color": (
+        rf"\b(?:{_LENGTH_RE}) (?P<value>{_BEAK_RE}) (?:beak|bill)\b",  # "a short yellow beak", "a long red bill"
+        rf"\b{_ARTICLE}(?P<value>{_BEAK_RE}) beak that is\b",  # "an orange beak that is short"
+    ),
+    "beak_length": (
+        rf"\b(?P<value>{_LENGTH_RE}) (?:{_BEAK_RE}) (?:beak|bill)\b",
+        rf"\bbeak that is (?P<value>{_LENGTH_RE})\b",
+    ),
+    "size": (rf"\b{_ARTICLE}(?P<value>{_SIZE_RE})(?: (?:{_COLOR_RE}))? bird\b",),  # "a small bird", "a large red bird"
+}
+_SIZE_FROM_WORDS = {words: size for size, words in _SIZE_WORDS.items()}
+CAPTION_ATTRIBUTES = tuple(_CAPTION_PATTERNS)  # the attributes a caption can name (never `facing`)
+
+
+def _find(caption: str, attribute: str) -> re.Match | None:
+    """The first phrase of `caption` that names `attribute` (patterns tried in order), or None."""
+    for pattern in _CAPTION_PATTERNS[attribute]:
+        match = re.search(pattern, caption)
+        if match:
+            return match
+    return None
+
+
+def _canonical(attribute: str, words: str) -> str:
+    if attribute == "size":
+        return _SIZE_FROM_WORDS[words]
+    return "grey" if words == "gray" else words
+
+
+def parse_caption(caption: str) -> dict[str, str]:
+    """
+    The attributes a SynthBirds (or CUB-style) caption names, as attribute values (`sample_attributes`' vocabulary);
+    attributes it does not name are absent. "gray" reads as "grey", "medium sized" as "medium".
+
+    >>> parse_caption("this bird has an orange body, black wings, a blue crown and a short yellow beak")
+    {'body_color': 'orange', 'wing_color': 'black', 'crown_color': 'blue', 'beak_color': 'yellow', 'beak_length': 'short'}
+    >>> parse_caption("a medium sized red bird")
+    {'body_color': 'red', 'size': 'medium'}
+    """
+    caption = caption.lower()
+    named = {}
+    for attribute in CAPTION_ATTRIBUTES:
+        match = _find(caption, attribute)
+        if match:
+            named[attribute] = _canonical(attribute, match.group("value"))
+    return named
+
+
+def swap_caption_attribute(caption: str, attribute: str, value: str) -> str:
+    """
+    `caption` with the value of `attribute` replaced by `value` (in `sample_attributes`' vocabulary), keeping the
+    grammar: "this bird has a red body, ..." with `("body_color", "orange")` -> "this bird has an orange body, ...".
+    The caption is lower-cased. Raises `ValueError` if the caption does not name `attribute` or `value` is not one of
+    its values.
+    """
+    vocabularies = {
+        "body_color": tuple(PALETTE), "wing_color": tuple(PALETTE), "crown_color": tuple(PALETTE),
+        "beak_color": BEAK_COLORS, "beak_length": BEAK_LENGTHS, "size": SIZES,
+    }
+    if attribute not in vocabularies:
+        raise ValueError(f"`attribute` must be one of {list(vocabularies)}, got {attribute!r}.")
+    if value not in vocabularies[attribute]:
+        raise ValueError(f"`value` for {attribute!r} must be one of {list(vocabularies[attribute])}, got {value!r}.")
+    caption = caption.lower()
+    match = _find(caption, attribute)
+    if match is None:
+        raise ValueError(f"`caption` {caption!r} does not name {attribute!r}.")
+    words = _SIZE_WORDS[value] if attribute == "size" else value
+    start, end = match.span("value")
+    if match.groupdict().get("article"):  # the article agrees with the new word
+        start = match.start("article")
+        words = _a(words)
+    return caption[:start] + words + caption[end:]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -334,12 +428,20 @@ def _png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def iter_examples(split: str, num_examples: int, resolution: int, seed: int):
-    """Yields `(file_name, png_bytes, metadata)` for the examples of one split; `metadata` is the `metadata.jsonl` row."""
+def iter_birds(split: str, num_examples: int, resolution: int, seed: int, return_mask: bool = False):
+    """
+    Yields `(image, attributes, captions)` (with `return_mask=True`, also the part mask; see `generate_bird`) for the
+    examples of one split, in index order.
+    """
     if split not in _SPLITS:
         raise ValueError(f"`split` must be one of {_SPLITS}, got {split!r}.")
     for index in range(num_examples):
-        image, attributes, captions = generate_bird(_example_rng(seed, split, index), resolution)
+        yield generate_bird(_example_rng(seed, split, index), resolution, return_mask=return_mask)
+
+
+def iter_examples(split: str, num_examples: int, resolution: int, seed: int):
+    """Yields `(file_name, png_bytes, metadata)` for the examples of one split; `metadata` is the `metadata.jsonl` row."""
+    for index, (image, attributes, captions) in enumerate(iter_birds(split, num_examples, resolution, seed)):
         file_name = f"{index:05d}.png"
         yield (
             file_name,
@@ -482,13 +584,17 @@ def load_synthbirds(
 __all__ = [
     "ATTRIBUTE_NAMES",
     "BEAK_COLORS",
+    "CAPTION_ATTRIBUTES",
     "PALETTE",
     "PART_IDS",
     "build_synthbirds",
     "generate_bird",
+    "iter_birds",
     "iter_examples",
     "load_synthbirds",
     "make_captions",
+    "parse_caption",
     "sample_attributes",
     "short_caption",
+    "swap_caption_attribute",
 ]

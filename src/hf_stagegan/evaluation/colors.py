@@ -24,43 +24,18 @@ True
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from PIL import Image
 
-from ..data.synthbirds import PALETTE
+from ..data.synthbirds import PALETTE, parse_caption
+from .images import to_arrays
 
 COLOR_NAMES: tuple[str, ...] = tuple(PALETTE)
 _PALETTE_RGB = np.array([PALETTE[name] for name in COLOR_NAMES], dtype=np.float32)  # (K, 3)
 _MAX_BORDER_SAMPLES = 128
 _BACKGROUND_RADIUS = 10.0  # RGB distance to the nearest border colour under which a pixel is background
 _PURE_RADIUS = 40.0  # RGB distance: SynthBirds' colour jitter (<= 17) plus anti-aliasing and some noise
-
-
-def _to_arrays(images, value_range: tuple[float, float]) -> list[np.ndarray]:
-    """Images in any of the accepted forms (see `predict_colors`) -> float32 (H, W, 3) arrays in 0..255."""
-    low, high = value_range
-    if isinstance(images, torch.Tensor):
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"`images` tensor must be (B, 3, H, W), got shape {tuple(images.shape)}.")
-        pixels = (images.detach().float().cpu().clamp(low, high) - low) / (high - low) * 255.0
-        return list(pixels.permute(0, 2, 3, 1).numpy())  # (H, W, 3) each
-    if isinstance(images, Image.Image) or (isinstance(images, np.ndarray) and images.ndim == 3):
-        images = [images]
-    arrays = []
-    for image in images:
-        if isinstance(image, Image.Image):
-            image = np.asarray(image.convert("RGB"))
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[-1] != 3:
-            raise ValueError(f"Each image must be RGB (H, W, 3), got shape {image.shape}.")
-        if np.issubdtype(image.dtype, np.floating):  # e.g. a pipeline's output_type="np": floats in `value_range`
-            image = (image.clip(low, high) - low) / (high - low) * 255.0
-        arrays.append(image.astype(np.float32))
-    return arrays
 
 
 def _color_votes(image: np.ndarray) -> np.ndarray:
@@ -114,7 +89,7 @@ def predict_colors(images, value_range: tuple[float, float] = (-1.0, 1.0)) -> li
             pipeline's `output_type="pt"` or `"np"`. PIL images and uint8 arrays are always 0..255.
     """
     predictions = []
-    for image in _to_arrays(images, value_range):
+    for image in to_arrays(images, value_range):
         counts = _color_votes(image)
         predictions.append(COLOR_NAMES[int(counts.argmax())] if counts.sum() else None)
     return predictions
@@ -139,7 +114,7 @@ def color_fraction(images, requested_colors: Sequence[str], value_range: tuple[f
     A soft `color_accuracy`: the mean, over images, of the requested colour's share of the votes (about 0.6 on real
     SynthBirds images, whose body is about 60 % of the bird; 0 when the colour is absent).
     """
-    arrays = _to_arrays(images, value_range)
+    arrays = to_arrays(images, value_range)
     requested_colors = _check_colors(requested_colors, len(arrays))
     shares = []
     for image, color in zip(arrays, requested_colors):
@@ -173,24 +148,12 @@ def format_confusion(matrix: np.ndarray) -> str:
     return "\n".join(lines)
 
 
-_COLOR_WORDS = "|".join(COLOR_NAMES) + "|gray"
-_BODY_PATTERNS = (
-    rf"\b({_COLOR_WORDS})\s+(?:body|belly|breast)\b",  # "a red body"
-    rf"\bbird\s+is\s+(?:mostly\s+)?({_COLOR_WORDS})\b",  # "the bird is mostly red", "this bird is red and ..."
-    rf"\b({_COLOR_WORDS})\s+bird\b",  # "a red bird", "a small red bird"
-)
-
-
 def body_color_from_caption(caption: str) -> str | None:
     """
     The body colour a SynthBirds/CUB-style caption asks for, or `None` if it names none: "this bird has a red body,
-    black wings ..." -> "red"; "a small blue bird" -> "blue"; "gray" is read as "grey".
+    black wings ..." -> "red"; "a small blue bird" -> "blue"; "gray" is read as "grey" (`synthbirds.parse_caption`).
     """
-    for pattern in _BODY_PATTERNS:
-        match = re.search(pattern, caption.lower())
-        if match:
-            return "grey" if match.group(1) == "gray" else match.group(1)
-    return None
+    return parse_caption(caption).get("body_color")
 
 
 __all__ = [

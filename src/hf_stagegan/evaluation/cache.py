@@ -1,0 +1,60 @@
+"""Where the evaluation models (the SynthBirds judge, the offline evaluation CLIP) are kept once built.
+
+`evaluation_cache_dir()` is, in order: the `cache_dir` argument, `$HF_STAGEGAN_CACHE`, or `$HF_HOME/hf_stagegan`
+(`~/.cache/huggingface/hf_stagegan` by default), so that deleting the HF cache removes them too. Each model lives in
+its own folder named by its recipe (`judge-v1-64px`, ...), written by `build_atomically`: into a hidden folder
+beside it, renamed into place when complete, so an interrupted build never leaves half a model to be loaded.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from huggingface_hub import constants
+
+
+def evaluation_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The folder that holds the built evaluation models (module docstring)."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    if os.environ.get("HF_STAGEGAN_CACHE"):
+        return Path(os.environ["HF_STAGEGAN_CACHE"]).expanduser()
+    return Path(constants.HF_HOME).expanduser() / "hf_stagegan"
+
+
+def build_atomically(folder: Path, build: Callable[[Path], None], complete_marker: str) -> Path:
+    """
+    Runs `build(staging_folder)` and renames the staging folder to `folder`; returns `folder`. If another process
+    finished the same build first (its `complete_marker` file is there), its copy is kept and ours is dropped.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.partial")
+    staging.mkdir()
+    try:
+        build(staging)
+        try:
+            staging.rename(folder)
+        except OSError:
+            if not (folder / complete_marker).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def recipe_of(function: Callable, overrides: dict) -> dict:
+    """The keyword arguments `function` ran with: its defaults updated by `overrides` (what a build report records)."""
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    return {k: v for k, v in {**defaults, **overrides}.items() if k != "progress"}
+
+
+__all__ = ["build_atomically", "evaluation_cache_dir", "recipe_of"]
