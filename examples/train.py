@@ -376,7 +376,7 @@ def main(argv=None):
                 continue
             global_step += 1
             if ema is not None:
-                ema.update(generator)
+                ema.update(generator, step=global_step)
             progress.update(1)
             progress.set_postfix({k[5:]: f"{logs[k]:.3f}" for k in ("loss_d1", "loss_d2", "loss_d3", "loss_g1", "loss_g2", "loss_g3")})
             accelerator.log(logs, step=global_step)

@@ -127,3 +127,17 @@ def test_ema_tracks_weights():
     torch.testing.assert_close(next(ema.model.parameters()), start + 0.5)
     with pytest.raises(ValueError, match="`decay` must be in \\[0, 1\\), got 1.5"):
         GeneratorEMA(generator, decay=1.5)
+
+
+def test_ema_decay_warms_up_with_the_step():
+    """Early steps average fast, so a short run's saved generator is not mostly its random initial weights."""
+    generator = StageGANGenerator(tiny_config())
+    ema = GeneratorEMA(generator, decay=0.999)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(90) == pytest.approx(0.91)
+    assert ema.decay_at(100_000) == 0.999 and ema.decay_at(None) == 0.999
+    param = next(generator.parameters())
+    start = param.detach().clone()
+    with torch.no_grad():
+        param.add_(1.0)
+    ema.update(generator, step=0)
+    torch.testing.assert_close(next(ema.model.parameters()), start + 0.9)
