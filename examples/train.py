@@ -24,6 +24,7 @@ Resume the newest checkpoint of a run:
 """
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -83,6 +84,10 @@ def parse_args(argv=None):
 
     model = parser.add_argument_group("model")
     model.add_argument("--model_config", help="a StageGANConfig JSON file or folder; overrides the flags below")
+    model.add_argument(
+        "--config_overrides", type=json.loads, default={},
+        help='StageGANConfig fields as JSON, applied last, e.g. \'{"level3_word_weight": 0, "level2_residual_blocks": 1}\'',
+    )
     model.add_argument("--resolution", type=int, default=64, help="side of x3; x1 and x2 are 1/4 and 1/2 of it")
     model.add_argument("--generator_channels", type=int, default=32)
     model.add_argument("--discriminator_channels", type=int, default=32)
@@ -165,6 +170,15 @@ def parse_args(argv=None):
     for name in ("clip_num_negatives", "mismatched_text_weight", "gradient_penalty_weight"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if not isinstance(args.config_overrides, dict):
+        parser.error(f"--config_overrides must be a JSON object of StageGANConfig fields, got {args.config_overrides!r}")
+    unknown = sorted(set(args.config_overrides) - set(StageGANConfig().to_dict()))
+    if unknown:
+        parser.error(f"--config_overrides names unknown StageGANConfig fields {unknown}")
+    try:  # every value checked now, before anything is trained
+        StageGANConfig(**args.config_overrides)
+    except (TypeError, ValueError) as error:
+        parser.error(f"--config_overrides: {error}")
     if args.dataset_name and args.train_data_dir:
         parser.error("give --dataset_name or --train_data_dir, not both")
     if args.max_train_steps is None and args.num_train_epochs is None:
@@ -195,6 +209,14 @@ def check_output_dir(args, accelerator):
 
 
 def build_config(args, text_embed_dim):
+    config = _base_config(args, text_embed_dim)
+    for name, value in args.config_overrides.items():  # checked by parse_args; each field is validated on assignment
+        setattr(config, name, value)
+    config.validate()
+    return config
+
+
+def _base_config(args, text_embed_dim):
     if args.model_config:
         path = Path(args.model_config)
         config = StageGANConfig.from_pretrained(path) if path.is_dir() else StageGANConfig.from_json_file(path)
