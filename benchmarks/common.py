@@ -102,5 +102,13 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def peak_memory(device: torch.device) -> dict:
+    """Peak host memory (RSS) of this process and, on a GPU, the peak memory PyTorch allocated there."""
+    peak = {"peak_rss_gb": peak_rss_gb()}
+    if device.type == "cuda":
+        peak["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1024**3
+    return peak
+
+
 def parse_device(name: str | None) -> torch.device:
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -25,7 +25,7 @@ import statistics
 from unittest import mock
 
 import torch
-from common import DTYPES, emit, machine, matmul_gflops, parse_device, seconds, spread
+from common import DTYPES, emit, machine, matmul_gflops, parse_device, peak_memory, seconds, spread
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -127,6 +127,7 @@ def main():
             percent_of_matmul=100 * fraction, matmul_dtype="float32" if mode == "float32" else "bfloat16",
             repeats=args.repeats, compiled=args.compile,
         )
+    emit(benchmark="generator_speed", measurement="peak_memory", **peak_memory(device), note="whole process")
 
 
 if __name__ == "__main__":

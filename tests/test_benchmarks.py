@@ -62,7 +62,7 @@ def test_generator_speed_counts_the_phase_convolutions_and_plots(tmp_path):
     assert 0 < header["flops_per_image"] < header["nominal_flops_per_image"]
     measured = {(r["mode"], r["batch"]) for r in records if "mode" in r}
     assert measured == {(mode, batch) for mode in ("float32", "bfloat16") for batch in (1, 2)}
-    assert {r["measurement"] for r in records if "measurement" in r} == {"matmul_float32", "matmul_bfloat16"}
+    assert {r["measurement"] for r in records if "measurement" in r} == {"matmul_float32", "matmul_bfloat16", "peak_memory"}
 
     pytest.importorskip("matplotlib")  # the `benchmarks` extra
     results = tmp_path / "batch.jsonl"

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from hf_stagegan import StageGANGenerator
-from hf_stagegan.modeling_stagegan import ConvNorm, UpBlock
+from hf_stagegan.modeling_stagegan import ConvNorm, UpBlock, glu
 
 from .conftest import tiny_config
 
@@ -25,14 +25,15 @@ def randomise_norms(module: nn.Module, seed: int = 0):
 
 
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("shape", [(3, 6, 5, 7), (1, 6, 1, 1)])
+@pytest.mark.parametrize("shape", [(3, 6, 5, 7), (1, 6, 2, 1)])
 def test_upblock_equals_upsample_conv_norm_glu(training, shape):
     torch.manual_seed(0)
     block = UpBlock(shape[1], 5).double()
     randomise_norms(block)
     block.train(training)
     reference = copy.deepcopy(block)  # its own batch-norm buffers: a train-mode forward updates them
-    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    # channels-last, as everywhere in the generator
+    x = torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
 
     out = block(x)
     expected = nn.Sequential.forward(reference, x)  # nearest x2, conv 3x3, batch norm, GLU, one after the other
@@ -46,6 +47,18 @@ def test_upblock_equals_upsample_conv_norm_glu(training, shape):
         torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-10)
     if training:  # and the same running statistics
         torch.testing.assert_close(block[1].norm.running_var, reference[1].norm.running_var)
+
+
+def test_glu_gradient_keeps_channels_last():
+    # aten's glu_backward returns NCHW for a channels-last input; batch norm's backward is ~6x slower on that mix
+    x = torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = glu(x)
+    torch.testing.assert_close(out, torch.nn.functional.glu(x, dim=1), rtol=0, atol=0)
+    grad_out = torch.randn_like(out)
+    (grad,) = torch.autograd.grad(out, x, grad_out)
+    (expected,) = torch.autograd.grad(torch.nn.functional.glu(x, dim=1), x, grad_out)
+    assert grad.is_contiguous(memory_format=torch.channels_last) and not expected.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(grad, expected, rtol=0, atol=0)
 
 
 def test_eval_conv_norm_folds_the_batch_norm():
