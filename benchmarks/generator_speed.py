@@ -4,6 +4,7 @@
     python benchmarks/generator_speed.py --batch_sizes 1 2 4 8 16 32 > batch.jsonl   # for plot_batch_sizes.py
     python benchmarks/generator_speed.py --modes float32 autocast bfloat16 --repeats 9
     python benchmarks/generator_speed.py --device cuda --batch_sizes 1 8 64
+    python benchmarks/generator_speed.py --generator stagegan-synthbirds    # a trained model: meaningful bf16 error
 
 Modes: `float32` and `bfloat16` are the generator's weights in that dtype (`generator.to(dtype)`, as
 `StageGANPipeline.from_pretrained(..., dtype=torch.bfloat16)` loads it); `autocast` is fp32 weights under
@@ -13,15 +14,18 @@ One JSON line per measurement. The first describes the machine and the model: pa
 (`flops_per_image`) and as the textbook architecture counts them (`nominal_flops_per_image`: nearest upsampling then a
 3x3 conv, which `UpBlock` computes as 2x2 phase convolutions with 2.25x fewer FLOPs). Then one line per (mode, batch):
 ms per image (median, min, max over `--repeats`), the speed-up over float32 at the same batch, and the rates in
-GFLOP/s, executed and effective (nominal FLOPs / time), with the effective rate as a percentage of the matmul rate of
-the same dtype (2048^3, `matmul_*` lines). Each repeat times every case and both matmuls in turn; ratios are medians of
-per-repeat ratios.
+GFLOP/s, executed and effective (nominal FLOPs / time), each as a percentage of the matmul rate of the same dtype
+(2048^3, `matmul_*` lines), and for bf16 modes the error of x3 against fp32 from the same (rounded) inputs, in percent
+of the image range [-1, 1] (random weights give nearly flat images at the default initialisation, so that error means
+something only with `--generator`). Each repeat times every case and both matmuls in turn; ratios are medians of per-repeat
+ratios. The last line is the process's peak memory.
 """
 
 import argparse
 import contextlib
 import copy
 import statistics
+from pathlib import Path
 from unittest import mock
 
 import torch
@@ -54,14 +58,24 @@ def main():
     parser.add_argument("--num_words", type=int, default=18, help="caption length in tokens (CUB captions: ~18)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="torch.compile the generator (inductor)")
+    parser.add_argument(
+        "--generator", type=Path, default=None,
+        help="a trained generator (a saved pipeline folder or its image_generator/ folder) instead of random weights: "
+        "the bf16 error is only meaningful on trained weights",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = parse_device(args.device)
     torch.manual_seed(0)
 
     side = args.resolution
-    config = StageGANConfig(fusion_type=args.fusion_type, stage_resolutions=[side // 4, side // 2, side])
-    generator = StageGANGenerator(config).eval().to(device)
+    if args.generator is not None:
+        folder = args.generator / "image_generator" if (args.generator / "image_generator").is_dir() else args.generator
+        generator = StageGANGenerator.from_pretrained(folder).eval().to(device)
+        config = generator.config
+    else:
+        config = StageGANConfig(fusion_type=args.fusion_type, stage_resolutions=[side // 4, side // 2, side])
+        generator = StageGANGenerator(config).eval().to(device)
 
     def inputs(batch, dtype):
         torch.manual_seed(batch)
@@ -95,11 +109,12 @@ def main():
     def run(case):
         mode, _ = case
         with torch.inference_mode(), autocasts[mode]():
-            models[mode](**data[case])
+            return models[mode](**data[case]).images[-1]
 
+    images = {}
     for case in cases:  # warm-up: oneDNN primitives, allocator, compilation
         run(case)
-        run(case)
+        images[case] = run(case).float()
     times = {case: [] for case in cases}
     rates = {name: [] for name in matmuls}
     for _ in range(args.repeats):
@@ -116,16 +131,24 @@ def main():
         ms = spread(per_image, 1e3)
         matmul = rates["float32" if mode == "float32" else "bfloat16"]
         fraction = statistics.median(nominal / t / 1e9 / r for t, r in zip(per_image, matmul))
+        executed = statistics.median(flops / t / 1e9 / r for t, r in zip(per_image, matmul))
         baseline = times.get(("float32", batch))
         speedup = None
         if baseline is not None:
             speedup = statistics.median(b / t for b, t in zip(baseline, times[mode, batch]))
+        accuracy = {}
+        if ("float32", batch) in images:  # x3 in [-1, 1] against fp32 from the same (rounded) inputs
+            error = (images[mode, batch] - images["float32", batch]).abs()
+            accuracy = {"max_error_percent_of_range": 100 * error.max().item() / 2,
+                        "mean_error_percent_of_range": 100 * error.mean().item() / 2,
+                        "float32_image_std": images["float32", batch].std().item()}
         emit(
             benchmark="generator_speed", mode=mode, batch=batch, ms_per_image=ms["median"],
+            images_per_second=1e3 / ms["median"],
             ms_per_image_min=ms["min"], ms_per_image_max=ms["max"], speedup_vs_float32=speedup,
             gflops_executed=flops / ms["median"] / 1e6, gflops_effective=nominal / ms["median"] / 1e6,
-            percent_of_matmul=100 * fraction, matmul_dtype="float32" if mode == "float32" else "bfloat16",
-            repeats=args.repeats, compiled=args.compile,
+            percent_of_matmul=100 * fraction, percent_of_matmul_executed=100 * executed, matmul_dtype="float32" if mode == "float32" else "bfloat16",
+            repeats=args.repeats, compiled=args.compile, **accuracy,
         )
     emit(benchmark="generator_speed", measurement="peak_memory", **peak_memory(device), note="whole process")
 

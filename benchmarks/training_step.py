@@ -17,7 +17,8 @@ whole process (run one value per process for each one's own peak).
 
 `--breakdown` also times the parts of a step on their own, fwd + bwd with the step's shapes: the generator, the three
 discriminators (their update on real + fake, and the generator's pass through them), the CLIP image tower on x2 and
-x3 (resized to its input size; backward to the images) and the text encoder. One JSON line per measurement.
+x3 (resized to its input size; backward to the images) and the text encoder; each round times a step and then every
+part, and a part's share is the median of its per-round share. One JSON line per measurement.
 """
 
 import argparse
@@ -25,7 +26,7 @@ import contextlib
 import statistics
 
 import torch
-from common import emit, machine, parse_device, peak_rss_gb, seconds, spread
+from common import emit, machine, parse_device, peak_memory, seconds, spread
 from transformers import CLIPConfig, CLIPModel
 
 from hf_stagegan import StageGANConfig, StageGANDiscriminator, StageGANGenerator
@@ -150,33 +151,36 @@ def main():
                 optimizers=optimizers,
             )
 
-    for name in args.mixed_precision:
-        step(name)  # warm-up (allocator, oneDNN kernels)
+    functions = parts(batch, generator, discriminator, clip) if args.breakdown else {}
+    for name in args.mixed_precision:  # warm-up (allocator, oneDNN kernels)
+        step(name)
+        with precision(name):
+            for fn in functions.values():
+                fn()
+    # every round times a step and each part in every precision in turn: ratios and shares are per round
     times = {name: [] for name in args.mixed_precision}
+    part_times = {(name, part): [] for name in args.mixed_precision for part in functions}
     for _ in range(args.steps):
         for name in args.mixed_precision:
             times[name].append(seconds(lambda name=name: step(name), device))
+            with precision(name):
+                for part, fn in functions.items():
+                    part_times[name, part].append(seconds(fn, device))
+    generator.zero_grad(set_to_none=True)
+    discriminator.zero_grad(set_to_none=True)
+
     baseline = times.get("no")
     for name, values in times.items():
         s = spread(values)
         ratio = statistics.median(b / t for b, t in zip(baseline, values)) if baseline else None
         emit(benchmark="training_step", mixed_precision=name, seconds_per_step=s["median"], seconds_min=s["min"],
              seconds_max=s["max"], speedup_vs_fp32=ratio, steps=args.steps)
+    for (name, part), values in part_times.items():
+        share = statistics.median(t / step_time for t, step_time in zip(values, times[name]))
+        emit(benchmark="training_step", mixed_precision=name, part=part, seconds=statistics.median(values),
+             share_of_step=share, steps=args.steps)
 
-    if args.breakdown:
-        functions = parts(batch, generator, discriminator, clip)
-        for name in args.mixed_precision:
-            with precision(name):
-                for part, fn in functions.items():
-                    fn()  # warm-up
-                    values = [seconds(fn, device) for _ in range(args.steps)]
-                    share = statistics.median(values) / statistics.median(times[name])
-                    emit(benchmark="training_step", mixed_precision=name, part=part,
-                         seconds=statistics.median(values), share_of_step=share, steps=args.steps)
-        generator.zero_grad(set_to_none=True)
-        discriminator.zero_grad(set_to_none=True)
-
-    emit(benchmark="training_step", measurement="peak_rss_gb", value=peak_rss_gb(),
+    emit(benchmark="training_step", measurement="peak_memory", **peak_memory(device),
          note="whole process" if len(args.mixed_precision) > 1 else f"mixed_precision={args.mixed_precision[0]}")
 
 

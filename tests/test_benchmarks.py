@@ -9,6 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from hf_stagegan import StageGANGenerator
+
+from .conftest import tiny_config
+from .test_fast_paths import randomise_norms
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
@@ -52,16 +58,25 @@ def test_vs_diffusion_quick_times_all_pipelines_in_both_dtypes(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_generator_speed_counts_the_phase_convolutions_and_plots(tmp_path):
+    torch.manual_seed(0)
+    generator = StageGANGenerator(tiny_config(initializer_range=0.1)).eval()
+    randomise_norms(generator)
+    generator.save_pretrained(tmp_path / "pipeline" / "image_generator")  # as in a saved pipeline
     records = run_benchmark(
-        "generator_speed.py", "--resolution", "64", "--batch_sizes", "1", "2", "--repeats", "1", "--threads", "1",
-        cwd=tmp_path,
+        "generator_speed.py", "--generator", str(tmp_path / "pipeline"), "--batch_sizes", "1", "2", "--repeats", "1",
+        "--threads", "1", cwd=tmp_path,
     )
     header = records[0]
+    assert header["resolution"] == [16, 32, 64] and header["parameters"] == generator.num_parameters()
     # UpBlock runs nearest-x2 + 3x3 conv as 2x2 phase convolutions: fewer FLOPs executed than the architecture names
     assert 0 < header["flops_per_image"] < header["nominal_flops_per_image"]
-    measured = {(r["mode"], r["batch"]) for r in records if "mode" in r}
-    assert measured == {(mode, batch) for mode in ("float32", "bfloat16") for batch in (1, 2)}
+    measured = {(r["mode"], r["batch"]): r for r in records if "mode" in r}
+    assert set(measured) == {(mode, batch) for mode in ("float32", "bfloat16") for batch in (1, 2)}
+    for batch in (1, 2):  # the bf16 error against fp32, on contrasted images
+        assert measured["float32", batch]["float32_image_std"] > 0.05
+        assert 0 < measured["bfloat16", batch]["max_error_percent_of_range"] < 3
     assert {r["measurement"] for r in records if "measurement" in r} == {"matmul_float32", "matmul_bfloat16", "peak_memory"}
 
     pytest.importorskip("matplotlib")  # the `benchmarks` extra
