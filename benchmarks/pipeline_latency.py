@@ -3,6 +3,7 @@
     python benchmarks/pipeline_latency.py                     # 256 px config, CLIP ViT-B/32-sized text tower, 2 threads
     python benchmarks/pipeline_latency.py --batch_sizes 1 8 --repeats 5 --output_type np
     python benchmarks/pipeline_latency.py --batch_sizes 4 8 --num_images_per_prompt 4   # text encoded once per prompt
+    python benchmarks/pipeline_latency.py --dtype bfloat16                                # the whole pipeline in bf16
 
 Random weights, built offline: the default `StageGANConfig()` (64 -> 128 -> 256 px, text_embed_dim 512) and a text
 encoder with the shape of CLIP ViT-B/32's text tower (vocabulary 49408, hidden 512, 12 layers, 8 heads, projection
@@ -12,7 +13,7 @@ For each batch size it runs the whole `pipe(prompts)` call `--repeats` times aft
 times its parts: `encode_prompt` (tokenize + text encoder), the generator forward and post-processing to
 `--output_type`. "Outside the generator" is the whole call minus the generator, as a share of the same call; the
 figures are medians over the repeats (per-call shares are robust to load from other processes, absolute times less
-so). The target is under 10% outside the generator.
+so). The target is under 10% outside the generator. One JSON line per measurement.
 """
 
 import argparse
@@ -20,6 +21,7 @@ import statistics
 import time
 
 import torch
+from common import DTYPES, emit, machine
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
 from hf_stagegan import StageGANConfig, StageGANGenerator, StageGANPipeline
@@ -65,23 +67,24 @@ class PartTimer:
         return timed
 
 
-def build_pipeline() -> StageGANPipeline:
+# CLIP ViT-B/32's text tower
+VIT_B32_TEXT = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8, projection_dim=512)
+
+
+def build_pipeline(generator_config: StageGANConfig | None = None, text_config: dict | None = None) -> StageGANPipeline:
+    """Random weights: `generator_config` (default: `StageGANConfig()`, 256 px) and a CLIP text tower (default: ViT-B/32's)."""
     torch.manual_seed(0)
     tokenizer = train_clip_tokenizer(CAPTIONS * 25, vocab_size=1000, model_max_length=77)
-    text_config = CLIPTextConfig(  # CLIP ViT-B/32's text tower
+    text_config = CLIPTextConfig(
         vocab_size=49408,
-        hidden_size=512,
-        intermediate_size=2048,
-        num_hidden_layers=12,
-        num_attention_heads=8,
         max_position_embeddings=77,
-        projection_dim=512,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **(text_config or VIT_B32_TEXT),
     )
     text_encoder = CLIPTextModelWithProjection(text_config).eval()
-    generator = StageGANGenerator(StageGANConfig()).eval()
+    generator = StageGANGenerator(generator_config or StageGANConfig()).eval()
     pipe = StageGANPipeline(tokenizer=tokenizer, text_encoder=text_encoder, image_generator=generator)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -93,22 +96,21 @@ def main():
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--output_type", default="pil", choices=["pil", "np", "pt"])
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="pipe.to(dtype)")
     parser.add_argument(
         "--num_images_per_prompt", type=int, default=1, help="1: every image has its own prompt (the worst case)"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    pipe = build_pipeline()
-    generator_params = pipe.image_generator.num_parameters() / 1e6
-    text_params = pipe.text_encoder.num_parameters() / 1e6
-    resolutions = pipe.image_generator.config.stage_resolutions
-    print(
-        f"StageGANPipeline: generator {resolutions} px ({generator_params:.2f} M params), CLIP text encoder "
-        f"({text_params:.1f} M params), fp32, {torch.get_num_threads()} threads, output_type={args.output_type!r}"
-    )
+    pipe = build_pipeline().to(DTYPES[args.dtype])
     tokens = [len(ids) for ids in pipe.tokenizer(CAPTIONS).input_ids]
-    print(f"prompts: {min(tokens)}-{max(tokens)} tokens; medians of {args.repeats} calls after one warm-up call")
+    emit(
+        benchmark="pipeline_latency", **machine(torch.device("cpu")), dtype=args.dtype,
+        resolution=pipe.image_generator.config.stage_resolutions,
+        generator_parameters=pipe.image_generator.num_parameters(), text_encoder_parameters=pipe.text_encoder.num_parameters(),
+        output_type=args.output_type, prompt_tokens=[min(tokens), max(tokens)], repeats=args.repeats,
+    )
 
     timer = PartTimer(pipe)
     for batch in args.batch_sizes:
@@ -138,12 +140,13 @@ def main():
         for run in runs:  # input checks, noise, eval-mode switching, device moves: the pipeline's own overhead
             run["other"] = run["total"] - run["generator"] - run["text encoding"] - run["post-processing"]
         outside = 100 * statistics.median(1 - run["generator"] / run["total"] for run in runs)
-        print(
-            f"batch {batch} ({len(prompts)} prompts x {per_prompt}): {median_ms('total'):7.1f} ms/image total | "
-            f"generator {median_ms('generator'):6.1f} | text encoding {median_ms('text encoding'):5.1f} | "
-            f"post-processing {median_ms('post-processing'):4.1f} | other {median_ms('other'):4.1f} ms/image | "
-            f"outside the generator: {outside:4.1f}% (text {median_share('text encoding'):.1f}%, "
-            f"post {median_share('post-processing'):.1f}%, other {median_share('other'):.1f}%)"
+        emit(
+            benchmark="pipeline_latency", dtype=args.dtype, batch=batch, prompts=len(prompts),
+            num_images_per_prompt=per_prompt, ms_per_image=median_ms("total"),
+            generator_ms_per_image=median_ms("generator"), text_encoding_ms_per_image=median_ms("text encoding"),
+            postprocessing_ms_per_image=median_ms("post-processing"), other_ms_per_image=median_ms("other"),
+            percent_outside_generator=outside, percent_text=median_share("text encoding"),
+            percent_postprocessing=median_share("post-processing"), percent_other=median_share("other"),
         )
 
 

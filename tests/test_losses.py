@@ -159,3 +159,26 @@ def test_gradient_penalty_is_the_gradient_norm_of_real_pairs():
     torch.testing.assert_close(both, (w.pow(2).sum() + v.pow(2).sum()) ** 3)
     both.backward()  # create_graph: the penalty trains D's weights
     torch.testing.assert_close(w.grad, 3 * (w.pow(2).sum() + v.pow(2).sum()) ** 2 * 2 * w.detach())
+
+
+def test_losses_stay_fp32_under_bf16_autocast():
+    # mixed-precision training runs the model under autocast; the losses must not drop to bf16 (8 significant bits)
+    generator = torch.Generator().manual_seed(0)
+    images, sentences = torch.randn(8, 64, generator=generator), torch.randn(8, 64, generator=generator)
+    regions, words = torch.randn(8, 49, 64, generator=generator), torch.randn(8, 12, 64, generator=generator)
+    mask = torch.rand(8, 12, generator=generator) > 0.3
+    real, fake = torch.randn(8, generator=generator) * 3, torch.randn(8, generator=generator) * 3
+    losses = {
+        "sentence": lambda: sentence_image_loss(images, sentences),
+        "word": lambda: word_region_loss(regions, words, mask),
+        "discriminator": lambda: discriminator_loss(real.bfloat16(), fake.bfloat16()),
+        "generator": lambda: generator_loss(fake.bfloat16()),
+    }
+    for name, loss in losses.items():
+        expected = loss()
+        with torch.autocast("cpu", torch.bfloat16):
+            actual = loss()
+        assert actual.dtype == torch.float32, name
+        torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6, msg=name)
+    # bf16 logits are upcast before softplus and the mean: the result is the fp32 loss of the rounded logits
+    torch.testing.assert_close(generator_loss(fake.bfloat16()), generator_loss(fake.bfloat16().float()), rtol=0, atol=0)

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 
 from hf_stagegan import StageGANDiscriminator, StageGANGenerator
 from hf_stagegan.clip_finetuning import CLIPMatchingLoss, clip_finetuning_step
@@ -184,19 +185,59 @@ def red_minus_blue(generator, clip_model, tokenizer):
     return [(r[:8].mean() - r[8:].mean()).item() for r in redness]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("fusion_type", ["attention", "memory"])
-def test_learning_red_caption_gives_redder_images(tokenizer, clip_model, fusion_type):
+@pytest.fixture
+def bf16_accelerator():
+    """An accelerator with `mixed_precision="bf16"` (what `train.py --mixed_precision bf16` builds) on the CPU.
+
+    Accelerate keeps one process-wide state, which other tests set up without mixed precision: reset it around."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield Accelerator(cpu=True, mixed_precision="bf16")
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def prepare(accelerator, generator, discriminator, optimizers):
+    """The models and optimizers as `train.py` hands them to `training_step`."""
+    prepared = accelerator.prepare(generator, *discriminator.levels, *optimizers.values())
+    return prepared[0], prepared[1:4], dict(zip(optimizers, prepared[4:]))
+
+
+def test_bf16_mixed_precision_step_updates_fp32_weights(tokenizer, clip_model, bf16_accelerator):
+    generator, discriminator, optimizers = build(tiny_config())
+    clip_model.requires_grad_(False)
+    before = {name: snapshot(m) for name, m in zip(("g1", "g2", "g3", "d1", "d2", "d3"), generator.levels + discriminator.levels)}
+    generator_p, levels_p, optimizers_p = prepare(bf16_accelerator, generator, discriminator, optimizers)
+    logs = training_step(
+        toy_batch(tokenizer), generator=generator_p, discriminator_levels=levels_p, clip_model=clip_model,
+        optimizers=optimizers_p, accelerator=bf16_accelerator,
+    )
+    assert all(torch.isfinite(torch.tensor(value)) for value in logs.values()), logs
+    for name, module in zip(before, generator.levels + discriminator.levels):
+        assert changed(module, before[name]), name
+    # the weights and Adam's moments stay fp32: autocast computes in bf16, the updates accumulate in fp32
+    assert {p.dtype for p in list(generator.parameters()) + list(discriminator.parameters())} == {torch.float32}
+    assert all(state["exp_avg"].dtype == torch.float32 for opt in optimizers.values() for state in opt.state.values())
+
+
+def train_red_and_blue(tokenizer, clip_model, fusion_type, accelerator=None):
+    """60 steps on the red/blue toy set after 40 CLIP_FT steps; returns red-minus-blue per level before and after."""
     clip_model = finetune_clip(clip_model.train(), tokenizer, steps=40)
     generator, discriminator, _ = build(tiny_config(fusion_type=fusion_type), seed=0)
     optimizers = build_optimizers(generator, discriminator, generator_lr=2e-3, discriminator_lr=2e-3)
     initial = red_minus_blue(generator, clip_model, tokenizer)
+    generator_p, levels_p = generator, discriminator.levels
+    if accelerator is not None:
+        generator_p, levels_p, optimizers = prepare(accelerator, generator, discriminator, optimizers)
     for step in range(60):
         training_step(
-            toy_batch(tokenizer, seed=step), generator=generator, discriminator_levels=discriminator.levels,
-            clip_model=clip_model, optimizers=optimizers,
+            toy_batch(tokenizer, seed=step), generator=generator_p, discriminator_levels=levels_p,
+            clip_model=clip_model, optimizers=optimizers, accelerator=accelerator,
         )
-    final = red_minus_blue(generator, clip_model, tokenizer)
+    return initial, red_minus_blue(generator, clip_model, tokenizer)
+
+
+def assert_red_caption_gives_redder_images(initial, final):
     assert abs(initial[2]) < 0.1  # untrained: no colour preference
     assert final[0] == pytest.approx(0.0, abs=1e-6)  # level 1 never sees text
     assert final[1] > 0.5 and final[2] > 0.5, final  # sentence (x2) and words (x3) now steer the colour
@@ -232,3 +273,14 @@ def test_gradient_penalty_enters_every_discriminator_loss(tokenizer, clip_model,
         assert value > 0 and value == pytest.approx(losses[0.0][f"gradient_penalty_d{level}"], rel=1e-5)
         scale = 10.0 / 2 if penalty == "r1" else 10.0
         assert losses[10.0][f"loss_d{level}"] == pytest.approx(losses[0.0][f"loss_d{level}"] + scale * value, rel=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fusion_type", ["attention", "memory"])
+def test_learning_red_caption_gives_redder_images(tokenizer, clip_model, fusion_type):
+    assert_red_caption_gives_redder_images(*train_red_and_blue(tokenizer, clip_model, fusion_type))
+
+
+@pytest.mark.slow
+def test_learning_under_bf16_mixed_precision(tokenizer, clip_model, bf16_accelerator):
+    assert_red_caption_gives_redder_images(*train_red_and_blue(tokenizer, clip_model, "attention", bf16_accelerator))

@@ -143,7 +143,15 @@ def prepare_images(
     """Generator images in [-1, 1] `(B, 3, H, W)` -> CLIP pixel values `(B, 3, image_size, image_size)`, differentiably."""
     pixels = (images + 1) / 2
     if pixels.shape[-1] != image_size or pixels.shape[-2] != image_size:
-        pixels = F.interpolate(pixels, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+        # resized in at least fp32: the antialiased CPU kernel has no bf16 version (bf16 generators, mixed precision)
+        resized = F.interpolate(
+            pixels.to(torch.promote_types(pixels.dtype, torch.float32)),
+            size=(image_size, image_size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
+        pixels = resized.to(pixels.dtype)
     mean = torch.tensor(list(image_mean), device=pixels.device, dtype=pixels.dtype)[None, :, None, None]
     std = torch.tensor(list(image_std), device=pixels.device, dtype=pixels.dtype)[None, :, None, None]
     return (pixels - mean) / std

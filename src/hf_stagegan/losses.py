@@ -3,12 +3,25 @@
 D(.) in the patent is a probability, D = sigmoid(logit). Every log-probability is written with softplus,
     -log sigmoid(l) = softplus(-l),    -log(1 - sigmoid(l)) = softplus(l),
 which is exact and stays finite for any finite logit (never `log(sigmoid(.))`).
+
+Every loss is computed in at least fp32, also under bf16 / fp16 autocast (mixed-precision training): its inputs are
+upcast and autocast is paused inside, because the softmaxes, log-sum-exps and batch means would round in 16 bits.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+
+def _no_autocast(tensor: torch.Tensor):
+    """Pauses autocast (which would run the similarity matmuls in bf16 / fp16) on `tensor`'s device type."""
+    return torch.autocast(tensor.device.type, enabled=False)
+
+
+def _upcast(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """At least fp32 versions of `tensors` (float64 stays float64)."""
+    return [tensor.to(torch.promote_types(tensor.dtype, torch.float32)) for tensor in tensors]
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -18,6 +31,7 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
     The same formula is L_D1 (no condition), L_D2 (cond = c_s) and L_D3 (cond = mean word vector); the condition is
     already inside the logits, which the level's discriminator computed.
     """
+    real_logits, fake_logits = _upcast(real_logits, fake_logits)
     return 0.5 * F.softplus(-real_logits).mean() + 0.5 * F.softplus(fake_logits).mean()
 
 
@@ -48,6 +62,7 @@ def mismatched_text_loss(mismatched_logits: torch.Tensor) -> torch.Tensor:
 
 def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """L_Gk = -1/2 E[log Dk(x_k, cond)]  (claims 5, 6, 7): L_G1, L_G2 and L_G3 from their discriminator's logits."""
+    (fake_logits,) = _upcast(fake_logits)
     return 0.5 * F.softplus(-fake_logits).mean()
 
 
@@ -83,12 +98,16 @@ def sentence_image_loss(
     is the positive class, in both directions (CLIP / DAMSM), summed. Optional hard negatives: the sentence vectors
     of K mismatched versions of each caption `(B, K, D)` (see `data.negatives`) join the wrong classes of each image.
     """
-    images = F.normalize(image_embeds, dim=-1)
-    logits = gamma3 * images @ F.normalize(sentence_embeds, dim=-1).t()  # (B_img, B_txt)
-    negative_logits = None
-    if negative_sentence_embeds is not None:
-        negative_logits = gamma3 * torch.einsum("bd,bkd->bk", images, F.normalize(negative_sentence_embeds, dim=-1))
-    return _symmetric_cross_entropy(logits, negative_logits, negative_mask)
+    image_embeds, sentence_embeds = _upcast(image_embeds, sentence_embeds)
+    with _no_autocast(image_embeds):
+        images = F.normalize(image_embeds, dim=-1)
+        logits = gamma3 * images @ F.normalize(sentence_embeds, dim=-1).t()  # (B_img, B_txt)
+        negative_logits = None
+        if negative_sentence_embeds is not None:
+            (negative_sentence_embeds,) = _upcast(negative_sentence_embeds)
+            negatives = F.normalize(negative_sentence_embeds, dim=-1)
+            negative_logits = gamma3 * torch.einsum("bd,bkd->bk", images, negatives)
+        return _symmetric_cross_entropy(logits, negative_logits, negative_mask)
 
 
 def word_region_similarity(
@@ -108,25 +127,27 @@ def word_region_similarity(
     over real words only (`word_mask` True). A text with no real word has no word-region evidence: its score is 0
     for every image, a constant that carries no gradient (`word_region_loss` leaves such texts out).
     """
-    regions = F.normalize(region_embeds, dim=-1)
-    words = F.normalize(word_embeds, dim=-1)
-    if words.ndim == 3:  # every image with every text
-        similarity = torch.einsum("ird,tld->itlr", regions, words)  # (B_img, B_txt, L, R)
-        words, word_mask = words[None], None if word_mask is None else word_mask[None]
-    else:  # every image with its own texts
-        similarity = torch.einsum("ird,ikld->iklr", regions, words)  # (B_img, K, L, R)
-    attention = (gamma1 * similarity).softmax(dim=-1)
-    context = torch.einsum("itlr,ird->itld", attention, regions)  # (B_img, T, L, D)
-    relevance = gamma2 * F.cosine_similarity(context, words, dim=-1)  # (B_img, T, L)
-    if word_mask is None:
-        return torch.logsumexp(relevance, dim=-1) / gamma2
-    word_mask = word_mask.bool()
-    # masked words get the dtype's lowest value: exp() of it is exactly 0 next to any real word, and a text whose
-    # words are all masked still has a finite log-sum-exp (and finite gradients), which is then replaced by 0
-    relevance = relevance.masked_fill(~word_mask, torch.finfo(relevance.dtype).min)
-    scores = torch.logsumexp(relevance, dim=-1) / gamma2  # (B_img, T)
-    has_words = word_mask.any(dim=-1)  # (1, B_txt) or (B_img, K)
-    return torch.where(has_words, scores, torch.zeros_like(scores))
+    region_embeds, word_embeds = _upcast(region_embeds, word_embeds)
+    with _no_autocast(region_embeds):
+        regions = F.normalize(region_embeds, dim=-1)
+        words = F.normalize(word_embeds, dim=-1)
+        if words.ndim == 3:  # every image with every text
+            similarity = torch.einsum("ird,tld->itlr", regions, words)  # (B_img, B_txt, L, R)
+            words, word_mask = words[None], None if word_mask is None else word_mask[None]
+        else:  # every image with its own texts
+            similarity = torch.einsum("ird,ikld->iklr", regions, words)  # (B_img, K, L, R)
+        attention = (gamma1 * similarity).softmax(dim=-1)
+        context = torch.einsum("itlr,ird->itld", attention, regions)  # (B_img, T, L, D)
+        relevance = gamma2 * F.cosine_similarity(context, words, dim=-1)  # (B_img, T, L)
+        if word_mask is None:
+            return torch.logsumexp(relevance, dim=-1) / gamma2
+        word_mask = word_mask.bool()
+        # masked words get the dtype's lowest value: exp() of it is exactly 0 next to any real word, and a text whose
+        # words are all masked still has a finite log-sum-exp (and finite gradients), which is then replaced by 0
+        relevance = relevance.masked_fill(~word_mask, torch.finfo(relevance.dtype).min)
+        scores = torch.logsumexp(relevance, dim=-1) / gamma2  # (B_img, T)
+        has_words = word_mask.any(dim=-1)  # (1, B_txt) or (B_img, K)
+        return torch.where(has_words, scores, torch.zeros_like(scores))
 
 
 def word_region_loss(

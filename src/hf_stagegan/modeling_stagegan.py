@@ -72,7 +72,69 @@ def conv3x3(in_channels: int, out_channels: int, bias: bool = False) -> nn.Conv2
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=bias)
 
 
-class ConvNorm(nn.Module):
+class _ChannelsLastGradient(torch.autograd.Function):
+    """Identity whose backward hands on the gradient in channels-last layout."""
+
+    @staticmethod
+    def forward(ctx, hidden_states):
+        return hidden_states.view_as(hidden_states)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
+def glu(hidden_states: torch.Tensor) -> torch.Tensor:
+    """
+    GLU over channels, `a * sigmoid(b)` for `(a, b)` the two halves: `(B, 2C, H, W) -> (B, C, H, W)`.
+
+    aten's `glu_backward` returns a contiguous (NCHW) gradient for a channels-last input, and the batch-norm backward
+    that receives it then runs about 6x slower on the CPU (mixed layouts; measured at (4, 64, 256, 256): 747 vs 112
+    ms); the gradient is put back into channels-last once instead.
+    """
+    if hidden_states.requires_grad and hidden_states.is_contiguous(memory_format=torch.channels_last):
+        hidden_states = _ChannelsLastGradient.apply(hidden_states)
+    return F.glu(hidden_states, dim=1)
+
+
+class GLU(nn.GLU):
+    """`nn.GLU(dim=1)` computed by `glu` (a channels-last gradient in training)."""
+
+    def __init__(self):
+        super().__init__(dim=1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return glu(hidden_states)
+
+
+class EvalWeightCache(nn.Module):
+    """
+    Remembers weights that eval mode derives from the module's parameters and buffers (a folded batch norm, phase
+    kernels, cast to the input's dtype), so that inference does not redo that work on every call.
+
+    The cache is used only while no autograd graph is recorded (`torch.no_grad()`, `torch.inference_mode()`, as the
+    pipeline runs), and its key holds the dtype asked for plus every parameter's and buffer's storage and version
+    counter: an optimizer step, an EMA update, `load_state_dict` or a train-mode batch norm update all bump a version
+    and invalidate it. `.to()` / `.cuda()` / `.half()` drop it. Weights that are inference tensors (a model moved
+    inside `torch.inference_mode()`) have no version counter, so nothing is cached for them.
+    """
+
+    def cached_eval_weights(self, dtype: torch.dtype, build):
+        tensors = [*self.parameters(), *self.buffers()]
+        if torch.is_grad_enabled() or any(t.is_inference() for t in tensors):
+            return build()
+        key = (dtype, *((t.device, t.dtype, t.data_ptr(), t._version) for t in tensors))
+        cached = self.__dict__.get("_eval_weights")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_eval_weights"] = (key, build())
+        return cached[1]
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_eval_weights", None)
+        return super()._apply(fn, recurse)
+
+
+class ConvNorm(EvalWeightCache):
     """
     3x3 conv then batch norm. In eval mode the norm is folded into the conv's weights and bias, which saves a full
     pass over the feature map (the largest ones are `(B, 64, 256, 256)`); the parameters are the usual two modules.
@@ -83,22 +145,87 @@ class ConvNorm(nn.Module):
         self.conv = conv3x3(in_channels, out_channels)
         self.norm = nn.BatchNorm2d(out_channels)
 
+    def folded_weight_and_bias(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Eval-mode conv weight `(Cout, Cin, 3, 3)` and bias `(Cout,)` with the norm's running statistics folded in,
+        computed in at least fp32 (in bf16, `running_var + eps` and the products would round); cast them to `dtype`.
+        """
+        compute = torch.promote_types(dtype, torch.float32)
+        norm = self.norm
+        scale = norm.weight.to(compute) * torch.rsqrt(norm.running_var.to(compute) + norm.eps)  # (Cout,)
+        weight = self.conv.weight.to(compute) * scale[:, None, None, None]
+        bias = norm.bias.to(compute) - norm.running_mean.to(compute) * scale
+        return weight, bias
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.norm(self.conv(hidden_states))
-        scale = self.norm.weight * torch.rsqrt(self.norm.running_var + self.norm.eps)  # (Cout,)
-        weight = self.conv.weight * scale[:, None, None, None]
-        bias = self.norm.bias - self.norm.running_mean * scale
+        dtype = hidden_states.dtype
+        weight, bias = self.cached_eval_weights(
+            dtype, lambda: tuple(t.to(dtype) for t in self.folded_weight_and_bias(dtype))
+        )
         return F.conv2d(hidden_states, weight, bias, padding=1)
 
 
-class UpBlock(nn.Sequential):
-    """Nearest x2 upsampling, 3x3 conv, batch norm, GLU: `(B, Cin, H, W) -> (B, Cout, 2H, 2W)`."""
+# Nearest x2 upsampling then a 3x3 conv equals four 2x2 convs on the small map, one per output phase (sub-pixel
+# convolution): output row 2i+a reads upsampled rows 2i+a-1..2i+a+1, which are small-map rows (i-1, i, i) for a = 0
+# and (i, i, i+1) for a = 1. `_PHASE_TAPS[a]` sums the 3x3 kernel's rows (and columns) onto the two small-map rows
+# each phase reads. 16 instead of 36 multiply-adds per output pixel and input channel, and no upsampled copy.
+_PHASE_TAPS = ((1, 0, 0), (0, 1, 1)), ((1, 1, 0), (0, 0, 1))  # (phase a, tap, kernel row)
+
+
+def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """3x3 kernel `(Cout, Cin, 3, 3)` -> 2x2 kernel of each output phase `(2, 2, Cout, Cin, 2, 2)` (rows a, cols b)."""
+    taps = torch.tensor(_PHASE_TAPS, dtype=weight.dtype, device=weight.device)  # (2, 2, 3)
+    return torch.einsum("ait,octu,bju->abocij", taps, weight, taps)
+
+
+def interleave_phases(phases: torch.Tensor) -> torch.Tensor:
+    """
+    `(B, 4C, H+1, W+1)` maps of the four output phases (channels ordered phase-row, phase-column, C), computed by a
+    2x2 conv with padding 1, -> the `(B, C, 2H, 2W)` channels-last image: `out[..., 2i+a, 2j+b] = phases[ab][..., i+a, j+b]`.
+    """
+    batch, channels, height, width = phases.shape[0], phases.shape[1] // 4, phases.shape[2] - 1, phases.shape[3] - 1
+    out = torch.empty(
+        batch, channels, 2 * height, 2 * width, dtype=phases.dtype, device=phases.device, memory_format=torch.channels_last
+    )
+    out_view = out.permute(0, 2, 3, 1).view(batch, height, 2, width, 2, channels)  # (B, H, a, W, b, C), no copy
+    phases = phases.permute(0, 2, 3, 1).unflatten(3, (2, 2, channels))  # (B, H+1, W+1, a, b, C)
+    for a in (0, 1):
+        for b in (0, 1):
+            out_view[:, :, a, :, b] = phases[:, a : a + height, b : b + width, a, b]
+    return out
+
+
+class UpBlock(EvalWeightCache, nn.Sequential):
+    """
+    Nearest x2 upsampling, 3x3 conv, batch norm, GLU: `(B, Cin, H, W) -> (B, Cout, 2H, 2W)`.
+
+    In training the four children run in turn (batch statistics need the whole upsampled map). In eval mode `forward`
+    computes the same function without materialising the upsampled map: four 2x2 phase convs on the input (see
+    `phase_kernels`, 2.25x fewer FLOPs) with the norm folded in, and the GLU on the small phase maps before they are
+    interleaved.
+    """
 
     def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(
-            nn.Upsample(scale_factor=2, mode="nearest"), ConvNorm(in_channels, out_channels * 2), nn.GLU(dim=1)
-        )
+        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), ConvNorm(in_channels, out_channels * 2), GLU())
+
+    def eval_phase_kernels(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The folded phase kernels `(8Cout, Cin, 2, 2)` and bias `(8Cout,)`, channels ordered (GLU half, phase, Cout)."""
+        weight, bias = self[1].folded_weight_and_bias(dtype)
+        kernels = phase_kernels(weight).flatten(0, 1)  # (4, 2Cout, Cin, 2, 2)
+        # ordered (GLU half, phase, Cout) so that one GLU gates every phase at once
+        kernels = kernels.unflatten(1, (2, -1)).transpose(0, 1).flatten(0, 2)  # (2 * 4 * Cout, Cin, 2, 2)
+        bias = bias.unflatten(0, (2, 1, -1)).expand(-1, 4, -1).flatten()  # (2 * 4 * Cout,)
+        return kernels.to(dtype), bias.to(dtype)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(hidden_states)
+        dtype = hidden_states.dtype
+        kernels, bias = self.cached_eval_weights(dtype, lambda: self.eval_phase_kernels(dtype))
+        phases = F.conv2d(hidden_states, kernels, bias, padding=1)  # (B, 8Cout, H+1, W+1)
+        return interleave_phases(F.glu(phases, dim=1))  # (B, Cout, 2H, 2W)
 
 
 class ResBlock(nn.Module):
@@ -106,7 +233,7 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.block = nn.Sequential(ConvNorm(channels, channels * 2), nn.GLU(dim=1), ConvNorm(channels, channels))
+        self.block = nn.Sequential(ConvNorm(channels, channels * 2), GLU(), ConvNorm(channels, channels))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return hidden_states + self.block(hidden_states)
@@ -130,7 +257,10 @@ def from_pixels(pixels: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.Tensor:
-    """Softmax over `dim` ignoring positions where `mask` is False; an all-masked row gives uniform weights, not NaN."""
+    """
+    Softmax over `dim` ignoring positions where `mask` is False; an all-masked row gives uniform weights, not NaN.
+    bf16 / fp16 scores need no upcast: PyTorch's softmax kernels accumulate in fp32 and round only the result.
+    """
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     return scores.softmax(dim=dim)
@@ -233,7 +363,7 @@ class UnconditionalLevel(nn.Module):
         hidden_states = self.project(noise).view(-1, 2 * channels, side, side)  # (B, 16C, s, s)
         # channels-last from here on: every conv and elementwise op downstream keeps it (no layout copies)
         hidden_states = hidden_states.contiguous(memory_format=torch.channels_last)
-        hidden_states = F.glu(self.project_norm(hidden_states), dim=1)  # (B, 8C, s, s)
+        hidden_states = glu(self.project_norm(hidden_states))  # (B, 8C, s, s)
         hidden_states = self.upsample(hidden_states)  # (B, C, r1, r1)
         return hidden_states, self.to_image(hidden_states)
 

@@ -274,13 +274,19 @@ class StageGANPipeline(StageGANPipelineHubMixin, DiffusionPipeline):
         return num_images
 
     def prepare_latents(self, num_images, dtype, device, generator, latents=None, truncation_threshold=None):
-        """The noise z, `(num_images, z_dim)`: `latents` as given, or sampled (truncated when asked)."""
+        """
+        The noise z, `(num_images, z_dim)`: `latents` as given, or sampled (truncated when asked). Noise for a bf16 or
+        fp16 generator is sampled in fp32 and rounded, so that a seed draws the same image in every dtype.
+        """
         if latents is not None:
             return latents.to(device=device, dtype=dtype)
         shape = (num_images, self.image_generator.config.z_dim)
+        sample_dtype = torch.promote_types(dtype, torch.float32)
         if truncation_threshold is not None:
-            return truncated_noise(shape, truncation_threshold, generator=generator, device=device, dtype=dtype)
-        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+            noise = truncated_noise(shape, truncation_threshold, generator=generator, device=device, dtype=sample_dtype)
+        else:
+            noise = randn_tensor(shape, generator=generator, device=device, dtype=sample_dtype)
+        return noise.to(dtype)
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)

@@ -1,0 +1,88 @@
+"""The benchmark scripts run as documented and print one JSON line per measurement, with tiny settings.
+
+Correctness only: what the lines say and how their figures relate, never how fast anything was."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_stagegan import StageGANGenerator
+
+from .conftest import tiny_config
+from .test_fast_paths import randomise_norms
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+
+
+def run_benchmark(script: str, *args: str, cwd: Path) -> list[dict]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    lines = [line for line in result.stdout.splitlines() if line.strip()]  # the tokenizer trainer prints blank lines
+    assert lines and all(line.startswith("{") for line in lines), result.stdout  # nothing but JSON lines
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.slow
+def test_vs_diffusion_quick_times_all_pipelines_in_both_dtypes(tmp_path):
+    records = run_benchmark("vs_diffusion.py", "--quick", "--threads", "1", cwd=tmp_path)
+    assert records[0]["benchmark"] == "vs_diffusion" and records[0]["quick"] is True
+    sizes = {r["pipeline"]: r for r in records if "image_model_parameters_m" in r}
+    assert set(sizes) == {"stagegan", "sd15", "small_ldm"}
+    assert all(r["image_model_parameters_m"] > 0 and r["text_encoder_parameters_m"] > 0 for r in sizes.values())
+
+    timed = {(r["pipeline"], r["dtype"]): r for r in records if "seconds_per_image" in r}
+    assert set(timed) == {(p, d) for p in sizes for d in ("float32", "bfloat16")}
+    for (pipeline, _), record in timed.items():
+        assert record["seconds_per_image"] > 0
+        if pipeline != "stagegan":  # set-up + 2 steps x the median step + decode (1 of 2 steps timed: extrapolated)
+            assert record["num_inference_steps"] == 2 and record["timed_steps"] == 1 and record["extrapolated"]
+            expected = record["setup_and_text_s"] + 2 * record["seconds_per_step"] + record["decode_and_postprocess_s"]
+            assert record["seconds_per_image"] == pytest.approx(expected, rel=1e-3)
+
+    ratios = [r for r in records if r.get("measurement") == "ratio"]
+    assert {(r["diffusion"], r["dtype"]) for r in ratios} == {(p, d) for p in ("sd15", "small_ldm") for d in ("float32", "bfloat16")}
+    for ratio in ratios:
+        diffusion, ours = timed[ratio["diffusion"], ratio["dtype"]], timed["stagegan", ratio["dtype"]]
+        assert ratio["times_slower_than_stagegan"] == pytest.approx(
+            diffusion["seconds_per_image"] / ours["seconds_per_image"], rel=1e-3
+        )
+
+
+@pytest.mark.slow
+def test_generator_speed_counts_the_phase_convolutions_and_plots(tmp_path):
+    torch.manual_seed(0)
+    generator = StageGANGenerator(tiny_config(initializer_range=0.1)).eval()
+    randomise_norms(generator)
+    generator.save_pretrained(tmp_path / "pipeline" / "image_generator")  # as in a saved pipeline
+    records = run_benchmark(
+        "generator_speed.py", "--generator", str(tmp_path / "pipeline"), "--batch_sizes", "1", "2", "--repeats", "1",
+        "--threads", "1", cwd=tmp_path,
+    )
+    header = records[0]
+    assert header["resolution"] == [16, 32, 64] and header["parameters"] == generator.num_parameters()
+    # UpBlock runs nearest-x2 + 3x3 conv as 2x2 phase convolutions: fewer FLOPs executed than the architecture names
+    assert 0 < header["flops_per_image"] < header["nominal_flops_per_image"]
+    measured = {(r["mode"], r["batch"]): r for r in records if "mode" in r}
+    assert set(measured) == {(mode, batch) for mode in ("float32", "bfloat16") for batch in (1, 2)}
+    for batch in (1, 2):  # the bf16 error against fp32, on contrasted images
+        assert measured["float32", batch]["float32_image_std"] > 0.05
+        assert 0 < measured["bfloat16", batch]["max_error_percent_of_range"] < 3
+    assert {r["measurement"] for r in records if "measurement" in r} == {"matmul_float32", "matmul_bfloat16", "peak_memory"}
+
+    pytest.importorskip("matplotlib")  # the `benchmarks` extra
+    results = tmp_path / "batch.jsonl"
+    results.write_text("\n".join(json.dumps(r) for r in records))
+    out = tmp_path / "plot.png"
+    (written,) = run_benchmark("plot_batch_sizes.py", str(results), "--out", str(out), cwd=tmp_path)
+    assert written["modes"] == ["bfloat16", "float32"]
+    assert out.read_bytes().startswith(b"\x89PNG")
