@@ -247,7 +247,7 @@ def test_pipeline_push_to_hub_sends_one_commit_and_loads_back(pipe, fake_hub, tm
     assert fake_hub.created_repos == [REPO_ID]
     [commit] = fake_hub.commits
     assert (commit.repo_id, commit.message, info.oid) == (REPO_ID, "Upload StageGANPipeline", commit.oid)
-    assert set(commit.files) == PIPELINE_FILES | {"README.md", "samples.png"}
+    assert set(commit.files) == PIPELINE_FILES | {"README.md", "samples.png", "levels.png"}
     assert not [path for path in commit.files if path.endswith(PICKLE_SUFFIXES)]
     assert fake_hub.validated_cards[0]["library_name"] == "diffusers"
 
@@ -338,6 +338,15 @@ def test_model_card_metadata_and_content(pipe, tmp_path):
     # (the grid is drawn as one batch: float rounding may move a pixel by one 8-bit level)
     tile, expected = np.asarray(grid.crop((0, 0, 64, 64)), dtype=int), np.asarray(first, dtype=int)
     assert np.abs(tile - expected).max() <= 1
+    # the per-level grid: one row per level, the three samples in each, every image shown at x3's size
+    assert "![Levels](levels.png)" in text and "x1 (16 px, noise only)" in text
+    levels = np.asarray(PIL.Image.open(tmp_path / "levels.png"), dtype=int)
+    assert levels.shape == (3 * 64, 3 * 64, 3)
+    assert np.abs(levels[128:, :64] - expected).max() <= 1  # the x3 row is the final image
+    x1 = pipe(SHORT, generator=torch.Generator().manual_seed(7), return_all_levels=True).level_images[0][0]
+    assert x1.size == (16, 16)
+    upscaled = np.asarray(x1.resize((64, 64), PIL.Image.NEAREST), dtype=int)
+    assert np.abs(levels[:64, :64] - upscaled).max() <= 1  # x1, 16 px, upscaled by nearest neighbours
     assert card.text == text
 
 
@@ -374,6 +383,8 @@ def test_save_stagegan_pipeline_for_training(pipe, clip_model, tmp_path, offline
     assert "`discriminator`" in card and "`clip`" in card and "![Samples](samples.png)" in card
     assert f"Prompts: {SHORT}; {LONG}." in card and "seeds" not in card  # the caller's grid: no seeds claimed
     assert PIL.Image.open(out / "samples.png").size == (8, 8)
+    # the caller's sample grid is kept, and the prompts are still drawn at every level (2 prompts x 3 levels)
+    assert "![Levels](levels.png)" in card and PIL.Image.open(out / "levels.png").size == (2 * 64, 3 * 64)
 
     torch.testing.assert_close(images_of(StageGANPipeline.from_pretrained(out)), images_of(pipe), rtol=0, atol=0)
     loaded_d = StageGANDiscriminator.from_pretrained(out, subfolder="discriminator")

@@ -349,6 +349,7 @@ class StageGANPipelineHubMixin:
 # The model card, the training save, the upload
 
 SAMPLE_GRID_NAME = "samples.png"
+LEVEL_GRID_NAME = "levels.png"
 EVALUATION_REPORT_NAME = "evaluation.json"
 DEFAULT_TAGS = ["hf-stagegan", "stagegan", "gr-gan", "gan", "text-to-image"]
 
@@ -377,7 +378,12 @@ embedding space as the image features used in training.
 Prompts, left to right and top to bottom (seeds {{ seed }}, {{ seed + 1 }}, ...): {{ sample_prompts | join("; ") }}.
 {% elif sample_prompts %}
 Prompts: {{ sample_prompts | join("; ") }}.
-{% endif %}{% endif %}
+{% endif %}{% endif %}{% if level_grid %}
+The same images at every level, top to bottom x1 ({{ resolutions[0] }} px, noise only), x2 ({{ resolutions[1] }} px,
+sentence) and x3 ({{ resolutions[2] }} px, words), each shown at {{ resolutions[2] }} px:
+
+![Levels]({{ level_grid }})
+{% endif %}
 ## Usage
 
 ```bash
@@ -422,6 +428,16 @@ defined by the `hf-stagegan` package.
 
 {{ files_list }}
 """
+
+
+def level_rows(levels: Sequence[Sequence[PIL.Image.Image]], columns: int) -> PIL.Image.Image:
+    """
+    One row per level (x1, x2, x3) of the first `columns` images, every image resized (nearest neighbour, so the
+    pixels of the small levels stay visible) to the last level's size.
+    """
+    size = levels[-1][0].size
+    rows = [image.resize(size, PIL.Image.NEAREST) for level in levels for image in list(level)[:columns]]
+    return image_grid(rows, cols=columns)
 
 
 def image_grid(images: Sequence[PIL.Image.Image], cols: int | None = None) -> PIL.Image.Image:
@@ -551,8 +567,9 @@ def write_model_card(
             report's own dataset and split; the report itself is saved beside the card as `evaluation.json`.
         sample_grid (`PIL.Image.Image`, *optional*): saved as `samples.png` and shown in the card.
         sample_prompts (`Sequence[str]`, *optional*): listed under the grid and in the metadata's `widget` (the
-            example prompts of the Hub page and of `hf-stagegan demo`); without `sample_grid`, `pipeline` draws one
-            image per prompt (image `i` from seed `seed + i`) to make it.
+            example prompts of the Hub page and of `hf-stagegan demo`); with `pipeline`, one image per prompt (image
+            `i` from seed `seed + i`) is drawn at every level into `levels.png`, and, without `sample_grid`, its
+            final images make the sample grid.
         seed (`int`, defaults to 0): first seed of the generated samples.
     """
     folder = Path(folder)
@@ -562,9 +579,15 @@ def write_model_card(
     sample_prompts = list(sample_prompts) if sample_prompts else None
 
     generated_grid = sample_grid is None and bool(sample_prompts) and pipeline is not None
-    if generated_grid:
+    level_grid = None
+    if sample_prompts and pipeline is not None:
+        # the prompts at every level (levels.png), and the sample grid from the same images unless the caller gave one
         generators = [torch.Generator().manual_seed(seed + index) for index in range(len(sample_prompts))]
-        sample_grid = image_grid(pipeline(sample_prompts, generator=generators).images)
+        final, levels = pipeline(sample_prompts, generator=generators, return_all_levels=True, return_dict=False)
+        if generated_grid:
+            sample_grid = image_grid(final)
+        level_grid = level_rows(levels, columns=min(len(sample_prompts), 8))
+        level_grid.save(folder / LEVEL_GRID_NAME)
     if sample_grid is not None:
         sample_grid.save(folder / SAMPLE_GRID_NAME)
 
@@ -606,6 +629,7 @@ def write_model_card(
         "discriminator": 'D1-D3, for resuming training: `StageGANDiscriminator.from_pretrained(repo, subfolder="discriminator")`',
         "clip": "the full fine-tuned CLIP (text + vision) used by the training losses",
         SAMPLE_GRID_NAME: "the sample grid above",
+        LEVEL_GRID_NAME: "the same samples at every level (x1, x2, x3)",
         EVALUATION_REPORT_NAME: "the evaluation report (`hf-stagegan evaluate`): every setting and figure",
     }
     files_list = "\n".join(f"- `{name}`: {what}" for name, what in files.items() if (folder / name).exists())
@@ -619,6 +643,7 @@ def write_model_card(
         resolutions=resolutions,
         example_prompt=(sample_prompts or ["this bird has a red body and black wings"])[0].replace('"', "'"),
         sample_grid=SAMPLE_GRID_NAME if sample_grid is not None else None,
+        level_grid=LEVEL_GRID_NAME if level_grid is not None else None,
         sample_prompts=sample_prompts,
         generated_grid=generated_grid,
         seed=seed,
