@@ -237,10 +237,17 @@ def train_red_and_blue(tokenizer, clip_model, fusion_type, accelerator=None):
     return initial, red_minus_blue(generator, clip_model, tokenizer)
 
 
-def assert_red_caption_gives_redder_images(initial, final):
+# red-minus-blue of x2 and x3 after `train_red_and_blue`, measured on 2026-11-27 (torch 2.13, 2-core AMD Zen 4): the
+# margin the learning test keeps. A change that makes the tiny model learn colour worse than 85% of it fails (the 15%
+# absorbs the float differences between CPUs); a change that improves it should raise these numbers.
+COLOR_MARGIN = {"attention": (2.006, 1.002), "memory": (2.273, 0.800)}
+
+
+def assert_red_caption_gives_redder_images(initial, final, margin=(0.5, 0.5)):
     assert abs(initial[2]) < 0.1  # untrained: no colour preference
     assert final[0] == pytest.approx(0.0, abs=1e-6)  # level 1 never sees text
-    assert final[1] > 0.5 and final[2] > 0.5, final  # sentence (x2) and words (x3) now steer the colour
+    # sentence (x2) and words (x3) now steer the colour
+    assert final[1] > margin[0] and final[2] > margin[1], (final, margin)
 
 
 def test_a_caption_with_no_words_leaves_the_level3_loss_bounded(tokenizer, clip_model):
@@ -278,7 +285,9 @@ def test_gradient_penalty_enters_every_discriminator_loss(tokenizer, clip_model,
 @pytest.mark.slow
 @pytest.mark.parametrize("fusion_type", ["attention", "memory"])
 def test_learning_red_caption_gives_redder_images(tokenizer, clip_model, fusion_type):
-    assert_red_caption_gives_redder_images(*train_red_and_blue(tokenizer, clip_model, fusion_type))
+    # no worse than today's margin (COLOR_MARGIN), not merely better than chance
+    margin = tuple(0.85 * value for value in COLOR_MARGIN[fusion_type])
+    assert_red_caption_gives_redder_images(*train_red_and_blue(tokenizer, clip_model, fusion_type), margin=margin)
 
 
 @pytest.mark.slow
