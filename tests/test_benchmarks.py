@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from hf_stagegan import StageGANGenerator
 
@@ -86,3 +88,47 @@ def test_generator_speed_counts_the_phase_convolutions_and_plots(tmp_path):
     (written,) = run_benchmark("plot_batch_sizes.py", str(results), "--out", str(out), cwd=tmp_path)
     assert written["modes"] == ["bfloat16", "float32"]
     assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_sample_grids_draw_every_level_and_the_one_word_rows(pipe, saved, tmp_path):
+    records = run_benchmark("sample_grids.py", str(saved), "--out", str(tmp_path / "g"), "--columns", "3", "--cell", "32", cwd=tmp_path)
+    levels, one_word = records
+    assert levels["rows"] == ["x1", "x2", "x3"] and len(levels["captions"]) == 8
+    grid = np.asarray(Image.open(levels["path"]), dtype=int)
+    assert grid.shape == (3 * 32, 8 * 32, 3)  # one row per level, 4 captions x 2 noise draws
+    # five captions, each differing from the first in exactly one colour word
+    first, *others = [caption.split() for caption in one_word["captions"]]
+    assert len(others) == 4 and all(sum(a != b for a, b in zip(first, other)) == 1 for other in others)
+    rows = np.asarray(Image.open(one_word["path"]), dtype=int)
+    assert rows.shape == (5 * 32, 3 * 32, 3)
+    # the same noise per column in every row: the first row is the pipeline's images of the first caption
+    noise = torch.randn(3, pipe.image_generator.config.z_dim, generator=torch.Generator().manual_seed(0))
+    expected = pipe([one_word["captions"][0]] * 3, latents=noise).images[0].resize((32, 32), Image.NEAREST)
+    assert np.abs(rows[:32, :32] - np.asarray(expected, dtype=int)).max() <= 1
+
+
+def test_plot_training_logs_reads_tensorboard_scalars(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "run"
+    writer = SummaryWriter(str(run / "logs" / "stagegan"))
+    for step in range(1, 41):
+        writer.add_scalar("loss_d1", 1.0 / step, step)
+        writer.add_scalar("loss_g1", 2.0, step)
+    writer.add_scalar("judge/body_color", 0.25, 20)
+    writer.add_scalar("judge/body_color", 0.75, 40)
+    writer.close()
+    records = {r["curve"]: r for r in run_benchmark("plot_training_logs.py", str(run), "--out", str(tmp_path / "c.png"), "--smooth", "4", cwd=tmp_path)}
+    assert set(records) == {"loss_d1", "loss_g1", "judge/body_color"}
+    assert records["loss_d1"]["points"] == 40 and records["loss_d1"]["first"] == 1.0
+    assert records["loss_d1"]["last"] == pytest.approx(sum(1 / s for s in range(37, 41)) / 4)  # trailing mean of 4
+    assert (records["judge/body_color"]["first"], records["judge/body_color"]["last"]) == (0.25, 0.75)
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_plot_training_logs_names_a_run_without_logs(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "plot_training_logs.py"), str(tmp_path), "--out", str(tmp_path / "c.png")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0 and "no TensorBoard event file under" in result.stderr and "--report_to tensorboard" in result.stderr
