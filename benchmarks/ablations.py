@@ -46,6 +46,8 @@ VARIANTS: dict[str, list[str]] = {
     "no_mismatched_text": ["--mismatched_text_weight", "0"],
     # the authors' mismatched term with another example's caption instead of a colour-swapped one
     "shuffled_mismatch": ["--mismatched_captions", "shuffled"],
+    # the raw generator saved instead of its moving average (the same training)
+    "no_ema": ["--no-use_ema"],
 }
 HEADLINE = [
     ("body_color", "body"),

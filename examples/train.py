@@ -11,7 +11,7 @@ Your own data and CLIP (a Hub dataset or an imagefolder with metadata.jsonl; a p
 
     hf-stagegan prepare-cub --cub_dir CUB_200_2011 --text_dir birds/text --output_dir cub   # docs/training.md
     accelerate launch examples/train.py --dataset_name cub --image_transform literature \\
-        --clip_model_name_or_path clip-ft-cub --resolution 256 --train_batch_size 8 --use_ema \\
+        --clip_model_name_or_path clip-ft-cub --resolution 256 --train_batch_size 8 \\
         --output_dir stagegan-cub --push_to_hub --hub_model_id org/stagegan-cub
 
 Several processes (data parallel; on a machine without GPU add --cpu):
@@ -94,8 +94,9 @@ def parse_args(argv=None):
     model.add_argument("--fusion_type", default="attention", choices=["attention", "memory"])
     model.add_argument("--stage_gradient", default="isolated", choices=["isolated", "end_to_end"])
     model.add_argument(
-        "--mismatched_text_weight", type=float, default=0.0,
-        help="weight of the matching-aware D2/D3 term (real image + mismatched caption = fake); 0 = the patent's L_D",
+        "--mismatched_text_weight", type=float, default=1.0,
+        help="weight of the matching-aware D2/D3 term (real image + mismatched caption = fake); 0 = the patent's L_D "
+        "(the main job uses 1: see docs/results.md)",
     )
     model.add_argument(
         "--discriminator_gradient_penalty", default="none", choices=["none", "r1", "matching_aware"],
@@ -119,7 +120,7 @@ def parse_args(argv=None):
 
     train = parser.add_argument_group("training")
     train.add_argument("--train_batch_size", type=int, default=16, help="per process")
-    train.add_argument("--max_train_steps", type=int, help="default: 1500 when --num_train_epochs is not given")
+    train.add_argument("--max_train_steps", type=int, help="default: 1800 when --num_train_epochs is not given")
     train.add_argument("--num_train_epochs", type=int)
     train.add_argument("--generator_learning_rate", type=float, default=5e-4)
     train.add_argument("--discriminator_learning_rate", type=float, default=5e-4)
@@ -130,7 +131,10 @@ def parse_args(argv=None):
     train.add_argument("--gradient_accumulation_steps", type=int, default=1)
     train.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], help="default: accelerate config")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--use_ema", action="store_true", help="save an exponential moving average of the generator")
+    train.add_argument(
+        "--use_ema", action=argparse.BooleanOptionalAction, default=True,
+        help="save an exponential moving average of the generator (on by default; --no-use_ema saves the raw one)",
+    )
     train.add_argument("--ema_decay", type=float, default=0.999)
     train.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     train.add_argument(
@@ -182,7 +186,7 @@ def parse_args(argv=None):
     if args.dataset_name and args.train_data_dir:
         parser.error("give --dataset_name or --train_data_dir, not both")
     if args.max_train_steps is None and args.num_train_epochs is None:
-        args.max_train_steps = 1500
+        args.max_train_steps = 1800  # the main job: about 17 minutes on 2 CPU cores (docs/results.md)
     if args.clip_finetune_steps is None:
         args.clip_finetune_steps = 0 if args.clip_model_name_or_path else 600
     return args
