@@ -186,7 +186,7 @@ def parse_args(argv=None):
     if args.dataset_name and args.train_data_dir:
         parser.error("give --dataset_name or --train_data_dir, not both")
     if args.max_train_steps is None and args.num_train_epochs is None:
-        args.max_train_steps = 1800  # the main job: about 17 minutes on 2 CPU cores (docs/results.md)
+        args.max_train_steps = 1800  # the main job: about 18 minutes on 2 CPU cores (docs/results.md)
     if args.clip_finetune_steps is None:
         args.clip_finetune_steps = 0 if args.clip_model_name_or_path else 600
     return args
