@@ -101,3 +101,26 @@ def test_invalid_requests_raise(birds):
         color_accuracy(images, ["red", "pink"])
     with pytest.raises(ValueError, match=r"must be \(B, 3, H, W\)"):
         predict_colors(torch.zeros(2, 64, 64, 3))
+
+
+def test_build_atomically_overwrites_only_after_a_successful_build(tmp_path):
+    from hf_stagegan.evaluation.cache import build_atomically
+
+    folder = tmp_path / "judge"
+
+    def write(text):
+        def build(staging):
+            (staging / "report.json").write_text(text)
+        return build
+
+    def fail(staging):
+        (staging / "half").write_text("x")
+        raise RuntimeError("interrupted")
+
+    build_atomically(folder, write("old"), "report.json")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        build_atomically(folder, fail, "report.json", overwrite=True)
+    assert (folder / "report.json").read_text() == "old" and not (folder / "half").exists()  # the cached copy survives
+    build_atomically(folder, write("new"), "report.json", overwrite=True)
+    assert (folder / "report.json").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["judge"]  # no staging or retired folder left behind

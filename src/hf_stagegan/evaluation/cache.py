@@ -27,16 +27,23 @@ def evaluation_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(constants.HF_HOME).expanduser() / "hf_stagegan"
 
 
-def build_atomically(folder: Path, build: Callable[[Path], None], complete_marker: str) -> Path:
+def build_atomically(
+    folder: Path, build: Callable[[Path], None], complete_marker: str, overwrite: bool = False
+) -> Path:
     """
     Runs `build(staging_folder)` and renames the staging folder to `folder`; returns `folder`. If another process
-    finished the same build first (its `complete_marker` file is there), its copy is kept and ours is dropped.
+    finished the same build first (its `complete_marker` file is there), its copy is kept and ours is dropped. With
+    `overwrite`, an existing `folder` is replaced, but only once the new build has succeeded: a failed rebuild leaves
+    the old copy in place.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.partial")
+    retired = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.old")
     staging.mkdir()
     try:
         build(staging)
+        if overwrite and folder.exists():
+            folder.rename(retired)
         try:
             staging.rename(folder)
         except OSError:
@@ -44,6 +51,7 @@ def build_atomically(folder: Path, build: Callable[[Path], None], complete_marke
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
     return folder
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -106,9 +105,7 @@ def build_eval_clip(
         (staging / EVAL_CLIP_REPORT_NAME).write_text(json.dumps(report, indent=2))
         logger.info(f"Evaluation CLIP: R-precision on held-out real birds {ceiling} (trained in {train_seconds:.0f} s)")
 
-    if overwrite and folder.exists():
-        shutil.rmtree(folder)
-    return build_atomically(folder, build, EVAL_CLIP_REPORT_NAME)
+    return build_atomically(folder, build, EVAL_CLIP_REPORT_NAME, overwrite=overwrite)
 
 
 def load_eval_clip(

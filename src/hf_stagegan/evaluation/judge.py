@@ -530,11 +530,7 @@ def build_judge(
         (staging / JUDGE_REPORT_NAME).write_text(json.dumps(report, indent=2))
         logger.info(f"SynthBirds judge {resolution}px: real held-out accuracy {accuracy} (trained in {train_seconds:.0f} s)")
 
-    if overwrite and folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    return build_atomically(folder, build, JUDGE_REPORT_NAME)
+    return build_atomically(folder, build, JUDGE_REPORT_NAME, overwrite=overwrite)
 
 
 def load_judge(
