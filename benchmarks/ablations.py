@@ -8,8 +8,9 @@ floor, R-precision with the independent evaluation CLIP). One table of mean +- s
     python benchmarks/ablations.py --dry_run                          # print the training commands only
 
 Every run is `examples/train.py` with the main job's defaults plus the variant's flags, so a row can be reproduced by
-hand; finished runs (their `evaluation.json`) are reused, so an interrupted study resumes. Prints one JSON line per
-run and per variant summary, then a Markdown table.
+hand; finished runs (their `evaluation.json`) are reused, so an interrupted study resumes. `no_ema` trains nothing:
+it scores the raw generator of the full run's final checkpoint (the same training; see `FROM_FULL_RUN`). Prints one
+JSON line per run and per variant summary, then a Markdown table.
 
 The one-level baseline of the issue (level 3 alone from noise and words, no gradual refinement) is not expressible
 with `StageGANConfig`: its generator always has three levels, the first one fixed to noise only (claim 2).
@@ -49,6 +50,10 @@ VARIANTS: dict[str, list[str]] = {
     # the raw generator saved instead of its moving average (the same training)
     "no_ema": ["--no-use_ema"],
 }
+# Variants that need no training of their own: the moving average never feeds back into training (validation draws
+# its own seeded noise), so the raw generator of the full run's final checkpoint is the generator `--no-use_ema`
+# would have saved. The script scores that one, as train.py's final evaluation would, instead of training again.
+FROM_FULL_RUN = {"no_ema"}
 HEADLINE = [
     ("body_color", "body"),
     ("wing_color", "wing"),
@@ -67,6 +72,37 @@ def train_command(variant: str, seed: int, folder: Path, args) -> list[str]:
     if args.max_train_steps:
         command += ["--max_train_steps", str(args.max_train_steps)]
     return command + VARIANTS[variant] + args.extra
+
+
+def evaluate_raw_generator(full_folder: Path, folder: Path, seed: int, evaluation_images: int) -> None:
+    """`no_ema` from the full run: its final checkpoint's raw generator in the full run's pipeline, evaluated with
+    train.py's end-of-training settings, saved (pipeline, card, `evaluation.json`) to `folder`."""
+    import torch
+    from safetensors.torch import load_file
+
+    from hf_stagegan import StageGANGenerator, StageGANPipeline
+    from hf_stagegan.checkpointing import list_checkpoints
+    from hf_stagegan.evaluation import evaluate
+    from hf_stagegan.hub import save_stagegan_pipeline
+
+    checkpoints = list_checkpoints(full_folder)
+    if not checkpoints or not (checkpoints[-1][1] / "ema_generator").is_dir():
+        raise FileNotFoundError(f"{full_folder} has no checkpoint with an EMA generator to take the raw one from")
+    step, checkpoint = checkpoints[-1]
+    saved = load_file(full_folder / "image_generator" / "model.safetensors")
+    ema = load_file(checkpoint / "ema_generator" / "model.safetensors")
+    if saved.keys() != ema.keys() or not all(torch.equal(saved[k], ema[k]) for k in saved):
+        raise ValueError(f"{checkpoint} is not the step {full_folder} saved: its EMA generator differs from the pipeline's")
+    pipeline = StageGANPipeline.from_pretrained(full_folder)
+    pipeline.image_generator = StageGANGenerator.from_pretrained(checkpoint / "generator").eval()
+    report = evaluate(
+        pipeline, metrics=["judge", "r_precision"], num_images=evaluation_images, seed=seed,
+        clip_ft=full_folder / "clip", progress=False,
+    )
+    save_stagegan_pipeline(
+        folder, pipeline, evaluation_report=report, seed=seed,
+        description=f"The raw generator (no EMA) of `{full_folder.name}`'s final checkpoint, step {step}.",
+    )
 
 
 def scores(report: dict) -> dict[str, float]:
@@ -103,7 +139,17 @@ def main(argv=None):
                 print(" ".join(command))
                 continue
             report_path = folder / "evaluation.json"
-            if not report_path.is_file():  # not finished yet
+            if variant in FROM_FULL_RUN and not report_path.is_file():
+                full_folder = run_folder(args.output_dir, "full", seed)
+                if not (full_folder / "evaluation.json").is_file():
+                    raise FileNotFoundError(
+                        f"{variant} is scored from the full run of seed {seed}: run `--variants full --seeds {seed}` first"
+                        f" (or train it by hand: {' '.join(command)})"
+                    )
+                start = time.perf_counter()
+                evaluate_raw_generator(full_folder, folder, seed, args.evaluation_images)
+                wall = time.perf_counter() - start
+            elif not report_path.is_file():  # not finished yet
                 start = time.perf_counter()
                 folder.parent.mkdir(parents=True, exist_ok=True)
                 with open(folder.parent / f"{folder.name}.log", "w") as log:

@@ -129,6 +129,19 @@ def test_ema_tracks_weights():
         GeneratorEMA(generator, decay=1.5)
 
 
+def test_ema_leaves_the_random_state_alone():
+    """Turning the average on must not change the training: making it draws nothing from the global RNG."""
+    generator = StageGANGenerator(tiny_config())
+    torch.manual_seed(7)
+    expected = torch.randn(4)
+    torch.manual_seed(7)
+    ema = GeneratorEMA(generator)
+    torch.testing.assert_close(torch.randn(4), expected, rtol=0, atol=0)
+    for average, param in zip(ema.model.state_dict().values(), generator.state_dict().values()):
+        assert torch.equal(average, param)
+    assert not any(param.requires_grad for param in ema.model.parameters()) and not ema.model.training
+
+
 def test_ema_decay_warms_up_with_the_step():
     """Early steps average fast, so a short run's saved generator is not mostly its random initial weights."""
     generator = StageGANGenerator(tiny_config())

@@ -88,6 +88,20 @@ def test_same_seed_same_report_and_batch_size_does_not_change_images(model_folde
     assert other_seed["metrics"]["judge"]["fd"] != first["metrics"]["judge"]["fd"]
 
 
+def test_a_pipeline_loaded_from_a_path_gives_a_writable_report(model_folder, cache, tmp_path):
+    from hf_stagegan import StageGANPipeline
+    from hf_stagegan.evaluation.protocol import write_report
+
+    pipeline = StageGANPipeline.from_pretrained(model_folder)  # a pathlib.Path: diffusers keeps it as name_or_path
+    report = evaluate(
+        pipeline, num_images=12, metrics="judge,r_precision", clip_ft=model_folder / "clip", cache_dir=cache, device="cpu",
+        progress=False,
+    )
+    written = json.loads(write_report(report, tmp_path / "report.json").read_text())
+    assert written["model"]["name_or_path"] == str(model_folder)
+    assert written["feature_extractors"]["clip_ft"]["path"] == str(model_folder / "clip")
+
+
 def test_fid_in_the_judge_and_clip_feature_spaces_works_offline(model_folder, cache):
     for extractor in ("judge", "clip"):
         report = evaluate(

@@ -8,6 +8,7 @@ killed mid-save never leaves a newest `checkpoint-<step>` that cannot be loaded.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -37,9 +38,11 @@ class GeneratorEMA:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"`decay` must be in [0, 1), got {decay!r}.")
         self.decay = decay
-        self.model = StageGANGenerator(generator.config).to(generator.device)
-        self.model.load_state_dict(generator.state_dict())
-        self.model.eval().requires_grad_(False)
+        # a copy, not `StageGANGenerator(config)` + load: building a model draws its random initial weights from the
+        # global RNG, so turning the average on would change every later noise draw, and with it the training
+        self.model = copy.deepcopy(generator).eval().requires_grad_(False)
+        for param in self.model.parameters():
+            param.grad = None
 
     def decay_at(self, step: int | None) -> float:
         """The decay used at training step `step` (the warm-up above); `self.decay` when no step is given."""

@@ -333,7 +333,8 @@ def evaluate(
 
     clip_ft_path, commit = None, None
     if isinstance(model, StageGANPipeline):
-        pipeline, model_info = model, {"name_or_path": getattr(model, "name_or_path", None) or "(in memory)"}
+        name_or_path = getattr(model, "name_or_path", None)  # diffusers keeps what from_pretrained got: a str or a Path
+        pipeline, model_info = model, {"name_or_path": str(name_or_path) if name_or_path else "(in memory)"}
     else:
         folder, commit = resolve_model_folder(str(model), revision)
         pipeline = StageGANPipeline.from_pretrained(folder)
