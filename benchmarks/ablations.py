@@ -6,6 +6,7 @@ floor, R-precision with the independent evaluation CLIP). One table of mean +- s
     python benchmarks/ablations.py                                    # every variant, seeds 0 1 2, the main job's steps
     python benchmarks/ablations.py --variants full no_clip_ft_losses --seeds 0 1 --max_train_steps 600
     python benchmarks/ablations.py --dry_run                          # print the training commands only
+    python benchmarks/ablations.py --report_only --plot ablations.png # the table (and bars) of the finished runs
 
 Every run is `examples/train.py` with the main job's defaults plus the variant's flags, so a row can be reproduced by
 hand; finished runs (their `evaluation.json`) are reused, so an interrupted study resumes. `no_ema` trains nothing:
@@ -124,6 +125,10 @@ def main(argv=None):
     parser.add_argument("--evaluation_images", type=int, default=500, help="held-out captions per evaluation")
     parser.add_argument("--output_dir", type=Path, default=Path("runs/ablations"))
     parser.add_argument("--dry_run", action="store_true", help="print the commands, train nothing")
+    parser.add_argument(
+        "--report_only", action="store_true", help="tabulate the finished runs only; train and evaluate nothing"
+    )
+    parser.add_argument("--plot", type=Path, help="also draw the table as bars (mean, std, one dot per seed) to this PNG")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more train.py flags for every run")
     args = parser.parse_args(argv)
     args.extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
@@ -139,6 +144,9 @@ def main(argv=None):
                 print(" ".join(command))
                 continue
             report_path = folder / "evaluation.json"
+            if args.report_only and not report_path.is_file():
+                print(json.dumps({"variant": variant, "seed": seed, "missing": str(report_path)}), flush=True)
+                continue
             if variant in FROM_FULL_RUN and not report_path.is_file():
                 full_folder = run_folder(args.output_dir, "full", seed)
                 if not (full_folder / "evaluation.json").is_file():
@@ -163,21 +171,59 @@ def main(argv=None):
     if args.dry_run:
         return
 
-    columns = [name for _, name in HEADLINE] + ["judge_fd_ratio", "r_precision"]
-    lines = [
-        f"| variant | {' | '.join(columns)} |",
-        "|---|" + "---|" * len(columns),
-    ]
-    for variant, rows in results.items():
-        summary = {"variant": variant, "seeds": [row["seed"] for row in rows]}
-        cells = []
-        for column in columns:
-            values = np.array([row[column] for row in rows], dtype=float)
-            summary[column] = {"mean": float(values.mean()), "std": float(values.std())}
-            cells.append(f"{values.mean():.3f} ± {values.std():.3f}")
+    summaries = [summarise(variant, rows) for variant, rows in results.items()]
+    for summary in summaries:
         print(json.dumps(summary), flush=True)
-        lines.append(f"| {variant} | {' | '.join(cells)} |")
-    print("\n".join(lines))
+    print(markdown_table(summaries))
+    if args.plot and summaries:
+        plot(results, args.plot)
+
+
+COLUMNS = [name for _, name in HEADLINE] + ["judge_fd_ratio", "r_precision"]
+
+
+def summarise(variant: str, rows: list[dict]) -> dict:
+    """Mean and (population) std over the seeds of every column."""
+    summary = {"variant": variant, "seeds": [row["seed"] for row in rows]}
+    for column in COLUMNS:
+        values = np.array([row[column] for row in rows], dtype=float)
+        summary[column] = {"mean": float(values.mean()), "std": float(values.std())}
+    return summary
+
+
+def markdown_table(summaries: list[dict]) -> str:
+    lines = [f"| variant | seeds | {' | '.join(COLUMNS)} |", "|---|---|" + "---|" * len(COLUMNS)]
+    for summary in summaries:
+        seeds = " ".join(str(seed) for seed in summary["seeds"])
+        cells = [
+            f"{summary[c]['mean']:.3f} ± {summary[c]['std']:.3f}" if len(summary["seeds"]) > 1 else f"{summary[c]['mean']:.3f}"
+            for c in COLUMNS
+        ]
+        lines.append(f"| {summary['variant']} | {seeds} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, list[dict]], path: Path) -> None:
+    """One panel per column: a bar per variant (mean over its seeds, std as the error bar) and a dot per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    titles = {"judge_fd_ratio": "judge FD / floor (lower is better)", "r_precision": "R-precision, eval CLIP"}
+    variants = list(results)
+    figure, axes = plt.subplots(1, len(COLUMNS), figsize=(3.2 * len(COLUMNS), 3.6), squeeze=False)
+    for axis, column in zip(axes[0], COLUMNS):
+        for x, variant in enumerate(variants):
+            values = np.array([row[column] for row in results[variant]], dtype=float)
+            axis.bar(x, values.mean(), yerr=values.std() if len(values) > 1 else None, capsize=3, alpha=0.6)
+            axis.scatter(np.full(len(values), x), values, s=10, color="black", zorder=3)
+        axis.set_title(titles.get(column, f"{column} colour accuracy"), fontsize=9)
+        axis.set_xticks(range(len(variants)), variants, rotation=60, ha="right", fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 if __name__ == "__main__":

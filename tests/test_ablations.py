@@ -1,6 +1,7 @@
 """The ablation study's script: every variant is a valid main-job command, and its table is built from reports."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,37 @@ def test_table_rows_come_from_the_report():
         "body": 0.9, "wing": 0.8, "crown": 0.7, "beak": 0.6, "judge_fd_ratio": 2.5, "r_precision": 0.4,
         "r_precision_real": 0.55,
     }
+
+
+def fake_report(body, fd_ratio):
+    return {
+        "metrics": {
+            "judge": {
+                "generated": {"accuracy": {"body_color": body, "wing_color": 0.2, "crown_color": 0.1, "beak_color": 0.2}},
+                "fd_ratio": fd_ratio,
+            },
+            "r_precision": {"eval_clip": {"generated": {"mean": 0.25}, "real": {"mean": 0.6}}},
+        }
+    }
+
+
+def test_report_only_tabulates_finished_runs_and_plots(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    for name, body, fd_ratio in (("full-seed0", 0.7, 20.0), ("full-seed1", 0.6, 24.0), ("end_to_end-seed0", 0.5, 30.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "evaluation.json").write_text(json.dumps(fake_report(body, fd_ratio)))
+    plot = tmp_path / "bars.png"
+    ablations.main([
+        "--variants", "full", "end_to_end", "--seeds", "0", "1", "--output_dir", str(tmp_path), "--report_only",
+        "--plot", str(plot),
+    ])
+    lines = capsys.readouterr().out.splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert {"variant": "end_to_end", "seed": 1, "missing": str(tmp_path / "end_to_end-seed1" / "evaluation.json")} in records
+    assert not (tmp_path / "end_to_end-seed1").exists()  # nothing was trained
+    full = next(r for r in records if r.get("variant") == "full" and "seeds" in r)
+    assert full["seeds"] == [0, 1] and full["body"] == pytest.approx({"mean": 0.65, "std": 0.05})
+    assert full["judge_fd_ratio"] == pytest.approx({"mean": 22.0, "std": 2.0})
+    assert "| full | 0 1 | 0.650 ± 0.050 |" in "\n".join(lines)
+    assert "| end_to_end | 0 | 0.500 |" in "\n".join(lines)  # one seed: no std to show
+    assert plot.stat().st_size > 0 and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
