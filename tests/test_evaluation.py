@@ -1,5 +1,7 @@
 """The colour-consistency metric, validated on real SynthBirds images."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -124,3 +126,35 @@ def test_build_atomically_overwrites_only_after_a_successful_build(tmp_path):
     build_atomically(folder, write("new"), "report.json", overwrite=True)
     assert (folder / "report.json").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["judge"]  # no staging or retired folder left behind
+
+
+def test_builds_run_on_one_thread_and_give_the_same_model_whatever_the_caller_uses(tmp_path):
+    from safetensors.torch import load_file
+
+    from hf_stagegan.evaluation.cache import BUILD_THREADS, build_atomically
+    from hf_stagegan.evaluation.judge import build_judge
+
+    caller = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        seen = []
+
+        def failing_build(staging):
+            seen.append(torch.get_num_threads())
+            raise RuntimeError("interrupted")
+
+        with pytest.raises(RuntimeError, match="interrupted"):
+            build_atomically(tmp_path / "x", failing_build, "report.json")
+        assert seen == [BUILD_THREADS] == [1] and torch.get_num_threads() == 2  # restored, also after a failure
+
+        kwargs = dict(num_test=20, num_train=64, max_train_steps=6, batch_size=16, channels=8, progress=False)
+        weights = []
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            folder = build_judge(32, tmp_path / f"cache-{threads}", **kwargs)
+            weights.append(load_file(folder / "model.safetensors"))
+            assert json.loads((folder / "judge_report.json").read_text())["threads"] == 1
+    finally:
+        torch.set_num_threads(caller)
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])

@@ -101,6 +101,7 @@ def build_eval_clip(
             "train_seconds": round(train_seconds, 1),
             "held_out_real_r_precision": ceiling,
             "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
         }
         (staging / EVAL_CLIP_REPORT_NAME).write_text(json.dumps(report, indent=2))
         logger.info(f"Evaluation CLIP: R-precision on held-out real birds {ceiling} (trained in {train_seconds:.0f} s)")

@@ -526,6 +526,7 @@ def build_judge(
             "held_out_real_images": num_test,
             "held_out_real_accuracy": accuracy,
             "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
         }
         (staging / JUDGE_REPORT_NAME).write_text(json.dumps(report, indent=2))
         logger.info(f"SynthBirds judge {resolution}px: real held-out accuracy {accuracy} (trained in {train_seconds:.0f} s)")
