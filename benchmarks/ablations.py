@@ -147,24 +147,22 @@ def main(argv=None):
             if args.report_only and not report_path.is_file():
                 print(json.dumps({"variant": variant, "seed": seed, "missing": str(report_path)}), flush=True)
                 continue
-            if variant in FROM_FULL_RUN and not report_path.is_file():
-                full_folder = run_folder(args.output_dir, "full", seed)
-                if not (full_folder / "evaluation.json").is_file():
-                    raise FileNotFoundError(
-                        f"{variant} is scored from the full run of seed {seed}: run `--variants full --seeds {seed}` first"
-                        f" (or train it by hand: {' '.join(command)})"
-                    )
+            wall = None
+            if not report_path.is_file():  # not finished yet
                 start = time.perf_counter()
-                evaluate_raw_generator(full_folder, folder, seed, args.evaluation_images)
+                if variant in FROM_FULL_RUN:
+                    full_folder = run_folder(args.output_dir, "full", seed)
+                    if not (full_folder / "evaluation.json").is_file():
+                        raise FileNotFoundError(
+                            f"{variant} is scored from the full run of seed {seed}: run `--variants full --seeds "
+                            f"{seed}` first (or train it by hand: {' '.join(command)})"
+                        )
+                    evaluate_raw_generator(full_folder, folder, seed, args.evaluation_images)
+                else:
+                    folder.parent.mkdir(parents=True, exist_ok=True)
+                    with open(folder.parent / f"{folder.name}.log", "w") as log:
+                        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
                 wall = time.perf_counter() - start
-            elif not report_path.is_file():  # not finished yet
-                start = time.perf_counter()
-                folder.parent.mkdir(parents=True, exist_ok=True)
-                with open(folder.parent / f"{folder.name}.log", "w") as log:
-                    subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-                wall = time.perf_counter() - start
-            else:
-                wall = None
             row = {"variant": variant, "seed": seed, **scores(json.loads(report_path.read_text())), "wall_s": wall}
             results.setdefault(variant, []).append(row)
             print(json.dumps(row), flush=True)

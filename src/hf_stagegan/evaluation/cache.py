@@ -53,12 +53,9 @@ def build_atomically(
     retired = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.old")
     staging.mkdir()
     threads = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)
     try:
-        torch.set_num_threads(BUILD_THREADS)
-        try:
-            build(staging)
-        finally:
-            torch.set_num_threads(threads)
+        build(staging)
         if overwrite and folder.exists():
             folder.rename(retired)
         try:
@@ -67,6 +64,7 @@ def build_atomically(
             if not (folder / complete_marker).is_file():
                 raise
     finally:
+        torch.set_num_threads(threads)
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(retired, ignore_errors=True)
     return folder
