@@ -7,6 +7,12 @@ small CLIP). The output folder is a standard CLIP folder (model + tokenizer) for
     accelerate launch examples/finetune_clip.py --clip_model_name_or_path openai/clip-vit-base-patch32 \\
         --dataset_name cub --image_transform literature --output_dir clip-ft-cub --max_train_steps 5000
     accelerate launch examples/train.py --clip_model_name_or_path clip-ft-synthbirds
+
+A from-scratch CLIP whose image tower reads the birds' parts (docs/results.md: the part-reading matcher): more birds,
+the tower first trained to classify the part colours, then hard negatives.
+
+    accelerate launch examples/finetune_clip.py --synthbirds_num_train 10000 --vision_pretrain_steps 2400 \
+        --num_negatives 5 --max_train_steps 1200 --output_dir clip-ft-synthbirds-parts
 """
 
 import argparse
@@ -18,10 +24,26 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from hf_stagegan.clip_finetuning import SMALL_CLIP, clip_matching_losses, finetune_clip, load_or_build_clip
-from hf_stagegan.data import IMAGE_TRANSFORMS, all_captions, build_dataloader, check_columns, load_image_text_dataset
+from hf_stagegan.clip_finetuning import (
+    SMALL_CLIP,
+    clip_matching_losses,
+    finetune_clip,
+    load_or_build_clip,
+    pretrain_vision_tower,
+)
+from hf_stagegan.data import (
+    IMAGE_TRANSFORMS,
+    all_captions,
+    build_dataloader,
+    check_columns,
+    label_classes,
+    load_image_text_dataset,
+)
+from hf_stagegan.data.synthbirds import ATTRIBUTE_NAMES
 
 logger = logging.getLogger(__name__)
+# SynthBirds' part colours: what a caption names, and what the vision pretraining classifies by default
+PART_COLOR_COLUMNS = tuple(name for name in ATTRIBUTE_NAMES if name.endswith("_color"))
 
 
 def parse_args(argv=None):
@@ -46,6 +68,19 @@ def parse_args(argv=None):
     parser.add_argument("--max_train_steps", type=int, default=600)
     parser.add_argument("--learning_rate", type=float, default=5e-4)
     parser.add_argument("--word_weight", type=float, default=1.0, help="weight of the word-region loss")
+    parser.add_argument(
+        "--num_negatives", type=int, default=0,
+        help="colour-swapped captions per example as hard negatives of both matching losses (data.negatives)",
+    )
+    parser.add_argument(
+        "--vision_pretrain_steps", type=int, default=0,
+        help="supervised steps of the image tower on attribute columns before CLIP_FT (from scratch: the stand-in for a "
+        "pretrained image encoder); 0: none",
+    )
+    parser.add_argument(
+        "--vision_pretrain_columns", nargs="+",
+        help=f"the attribute columns it classifies; default for SynthBirds: {' '.join(PART_COLOR_COLUMNS)}",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--output_dir", default="clip-ft")
@@ -53,6 +88,15 @@ def parse_args(argv=None):
     for name in ("train_batch_size", "max_train_steps", "vocab_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("num_negatives", "vision_pretrain_steps"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.vision_pretrain_columns and not args.vision_pretrain_steps:
+        parser.error("--vision_pretrain_columns needs --vision_pretrain_steps > 0 (the columns are only read by it)")
+    if args.vision_pretrain_steps and not args.vision_pretrain_columns:
+        if args.dataset_name or args.train_data_dir:
+            parser.error("--vision_pretrain_steps needs --vision_pretrain_columns for a dataset other than SynthBirds")
+        args.vision_pretrain_columns = list(PART_COLOR_COLUMNS)
     return args
 
 
@@ -81,9 +125,10 @@ def main(argv=None):
     sizes = dict(hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers, projection_dim=args.projection_dim)
     clip_model, tokenizer = load_or_build_clip(args.clip_model_name_or_path, captions, args.vocab_size, **sizes)
 
+    image_size = clip_model.config.vision_config.image_size
     dataloader = build_dataloader(
-        dataset, tokenizer, clip_model.config.vision_config.image_size, args.train_batch_size, seed=args.seed,
-        image_column=image_column, caption_column=caption_column, **IMAGE_TRANSFORMS[args.image_transform],
+        dataset, tokenizer, image_size, args.train_batch_size, seed=args.seed, image_column=image_column,
+        caption_column=caption_column, num_negatives=args.num_negatives, **IMAGE_TRANSFORMS[args.image_transform],
     )
     # a fixed batch (last epoch's ordering seed, never the first training batches) to report the loss before and after,
     # without random crops or flips
@@ -93,6 +138,19 @@ def main(argv=None):
         image_column=image_column, caption_column=caption_column, **probe_transform,
     )))
     before = probe_losses(clip_model.to(accelerator.device), probe, accelerator.device)
+    vision_pretraining = None
+    if args.vision_pretrain_steps:
+        columns = args.vision_pretrain_columns
+        num_classes = [len(label_classes(dataset, column)) for column in columns]  # names a missing column
+        labelled = build_dataloader(
+            dataset, tokenizer, image_size, args.train_batch_size, seed=args.seed, image_column=image_column,
+            caption_column=caption_column, label_columns=columns, **IMAGE_TRANSFORMS[args.image_transform],
+        )
+        last = pretrain_vision_tower(
+            clip_model, labelled, num_classes, accelerator, args.vision_pretrain_steps, args.learning_rate
+        )
+        vision_pretraining = {"steps": args.vision_pretrain_steps, "columns": columns, "last_step": last}
+        logger.info(f"Vision tower pretrained on {columns}: last step {last}")
     clip_model = finetune_clip(clip_model, dataloader, accelerator, args.max_train_steps, args.learning_rate, word_weight=args.word_weight)
     after = probe_losses(clip_model, probe, accelerator.device)
 
@@ -100,7 +158,10 @@ def main(argv=None):
         output_dir = Path(args.output_dir)
         clip_model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
-        metrics = {"steps": args.max_train_steps, "loss_before": before, "loss_after": after}
+        metrics = {
+            "steps": args.max_train_steps, "num_negatives": args.num_negatives, "vision_pretraining": vision_pretraining,
+            "loss_before": before, "loss_after": after,
+        }
         (output_dir / "clip_ft_metrics.json").write_text(json.dumps(metrics, indent=2))
         logger.info(f"CLIP_FT matching losses on a probe batch: before {before}, after {after}. Saved to {output_dir}")
     accelerator.end_training()

@@ -259,6 +259,27 @@ def test_finetune_clip_from_scratch_lowers_its_loss(tmp_path):
     assert AutoTokenizer.from_pretrained(out)("a red bird").input_ids[0] == 0  # our trained tokenizer, start token
 
 
+def test_finetune_clip_with_vision_pretraining_and_hard_negatives(tmp_path):
+    out = tmp_path / "clip"
+    run([FINETUNE_CLIP, "--synthbirds_num_train", "64", "--max_train_steps", "3", "--train_batch_size", "16",
+         "--hidden_size", "32", "--vision_pretrain_steps", "4", "--num_negatives", "2", "--output_dir", str(out)], tmp_path)
+    metrics = json.loads((out / "clip_ft_metrics.json").read_text())
+    pretraining = metrics["vision_pretraining"]
+    assert pretraining["steps"] == 4 and metrics["num_negatives"] == 2
+    assert pretraining["columns"] == ["body_color", "wing_color", "crown_color", "beak_color"]  # SynthBirds' default
+    assert set(pretraining["last_step"]) == {"loss", "accuracy"} and pretraining["last_step"]["loss"] > 0
+    assert CLIPModel.from_pretrained(out).vision_model is not None
+
+    result = run([FINETUNE_CLIP, "--vision_pretrain_steps", "2", "--vision_pretrain_columns", "tail_color",
+                  "--synthbirds_num_train", "16", "--train_batch_size", "8", "--output_dir", str(tmp_path / "bad")],
+                 tmp_path, check=False)
+    assert result.returncode != 0 and "'tail_color' is not in the dataset" in result.stderr
+    result = run([FINETUNE_CLIP, "--vision_pretrain_columns", "body_color", "--output_dir", str(tmp_path / "bad")],
+                 tmp_path, check=False)
+    assert result.returncode == 2 and "--vision_pretrain_columns needs --vision_pretrain_steps" in result.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 def test_push_to_hub_uploads_the_result(tmp_path, monkeypatch):
     hub = FakeHub(monkeypatch)
     spec = importlib.util.spec_from_file_location("train_script", TRAIN)

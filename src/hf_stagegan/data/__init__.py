@@ -18,6 +18,7 @@ from .loading import (
     decode_image,
     drop_wordless_captions,
     example_rng,
+    label_classes,
     load_image_text_dataset,
     preprocess_image,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "drop_wordless_captions",
     "example_rng",
     "generate_bird",
+    "label_classes",
     "literature_crop_box",
     "load_image_text_dataset",
     "load_synthbirds",

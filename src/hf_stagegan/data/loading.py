@@ -281,6 +281,21 @@ def preprocess_image(
     return pixels.float() / 127.5 - 1.0
 
 
+def label_classes(dataset: datasets.Dataset, column: str) -> list:
+    """
+    The distinct values of a label column, sorted: class `i` of an attribute classifier is `label_classes(...)[i]`.
+    The column must exist and have no missing values.
+    """
+    if column not in dataset.column_names:
+        raise ValueError(f"Label column {column!r} is not in the dataset; its columns are {dataset.column_names}.")
+    values = dataset.unique(column)
+    if any(value is None for value in values):
+        raise ValueError(f"Label column {column!r} has missing values (None); every example needs a label.")
+    if len(values) < 2:
+        raise ValueError(f"Label column {column!r} must hold at least 2 distinct values to classify, got {values}.")
+    return sorted(values)
+
+
 def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The random stream of example `index` in `epoch`: caption choice, crop offset and flip all come from it."""
     return np.random.default_rng([_EXAMPLE_STREAM, seed, epoch, index])
@@ -291,7 +306,9 @@ class ImageTextDataset(torch.utils.data.Dataset):
     A `datasets.Dataset` of images and captions as training examples `{"pixel_values": (3, R, R) in [-1, 1],
     "caption": str}`, plus `"negative_captions"` (list of str) when `num_negatives > 0`: up to that many mismatched
     versions of the caption, one colour word swapped each (`data.negatives.ColorSwap`, vocabulary from the dataset's
-    own captions).
+    own captions). With `label_columns`, also `"labels"`: a `(len(label_columns),)` long tensor, each column's value as
+    its index in `label_classes[column]` (the column's distinct values, sorted), for attribute supervision of an image
+    encoder (`clip_finetuning.pretrain_vision_tower`).
 
     Index it with `(epoch, index)` (what `EpochSampler` yields) or with a plain `index` (epoch `self.epoch`, which
     `set_epoch` sets). For a list-of-captions column, one caption is drawn per `(seed, epoch, index)`.
@@ -308,15 +325,18 @@ class ImageTextDataset(torch.utils.data.Dataset):
         random_flip: bool = False,
         resize_ratio: float = 1.0,
         num_negatives: int = 0,
+        label_columns: Iterable[str] = (),
     ):
         self.image_column, self.caption_column = check_columns(dataset, image_column, caption_column)
+        self.label_columns = tuple(label_columns)
+        self.label_classes = {column: label_classes(dataset, column) for column in self.label_columns}
         if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 0:
             raise ValueError(f"`num_negatives` must be an int >= 0, got {num_negatives!r}.")
         self.num_negatives = num_negatives
         self.color_swap = ColorSwap.from_captions(all_captions(dataset, self.caption_column)) if num_negatives else None
         # only the two columns are read per example; images are decoded here, so that a broken file is reported by
         # name rather than deep inside `datasets`
-        dataset = dataset.select_columns([self.image_column, self.caption_column])
+        dataset = dataset.select_columns(list(dict.fromkeys([self.image_column, self.caption_column, *self.label_columns])))
         self.dataset = dataset.cast_column(self.image_column, datasets.Image(decode=False))
         self.resolution = resolution
         self.seed = seed
@@ -347,6 +367,10 @@ class ImageTextDataset(torch.utils.data.Dataset):
             image, self.resolution, self.center_crop, self.random_flip, rng, self.resize_ratio
         )
         example = {"pixel_values": pixel_values, "caption": caption}
+        if self.label_columns:
+            example["labels"] = torch.tensor(
+                [self.label_classes[column].index(row[column]) for column in self.label_columns], dtype=torch.long
+            )
         if self.num_negatives:  # drawn last: the caption and image draws above are the same with or without negatives
             example["negative_captions"] = self.color_swap(caption, self.num_negatives, rng)
         return example
@@ -413,6 +437,8 @@ class ImageTextCollator:
             "input_ids": tokens.input_ids[:batch_size],  # (B, L)
             "attention_mask": tokens.attention_mask[:batch_size],  # (B, L)
         }
+        if "labels" in examples[0]:
+            batch["labels"] = torch.stack([example["labels"] for example in examples])  # (B, num label columns)
         if num_negatives:
             length = tokens.input_ids.shape[1]
             batch["negative_input_ids"] = tokens.input_ids[batch_size:].view(batch_size, num_negatives, length)
@@ -442,11 +468,13 @@ def build_dataloader(
     max_length: int | None = None,
     resize_ratio: float = 1.0,
     num_negatives: int = 0,
+    label_columns: Iterable[str] = (),
 ) -> torch.utils.data.DataLoader:
     """
     A `DataLoader` of training batches `{"pixel_values": (B, 3, R, R) in [-1, 1], "input_ids": (B, L),
     "attention_mask": (B, L)}`; with `num_negatives > 0` also up to that many mismatched captions per example
-    (`negative_input_ids`, `negative_attention_mask` `(B, K, L)`, `negative_mask` `(B, K)`; see `ImageTextCollator`).
+    (`negative_input_ids`, `negative_attention_mask` `(B, K, L)`, `negative_mask` `(B, K)`; see `ImageTextCollator`);
+    with `label_columns`, `labels` `(B, len(label_columns))`, class indices of those columns (see `ImageTextDataset`).
 
     The image transform is `center_crop`, `random_flip` and `resize_ratio` (`preprocess_image`); `IMAGE_TRANSFORMS`
     names the usual combinations: `build_dataloader(..., **IMAGE_TRANSFORMS["literature"])`.
@@ -461,7 +489,8 @@ def build_dataloader(
             "there would be no batch at all."
         )
     examples = ImageTextDataset(
-        dataset, resolution, image_column, caption_column, seed, center_crop, random_flip, resize_ratio, num_negatives
+        dataset, resolution, image_column, caption_column, seed, center_crop, random_flip, resize_ratio, num_negatives,
+        label_columns,
     )
     return torch.utils.data.DataLoader(
         examples,
@@ -489,6 +518,7 @@ __all__ = [
     "decode_image",
     "drop_wordless_captions",
     "example_rng",
+    "label_classes",
     "load_image_text_dataset",
     "preprocess_image",
 ]
