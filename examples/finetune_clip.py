@@ -36,7 +36,6 @@ from hf_stagegan.data import (
     all_captions,
     build_dataloader,
     check_columns,
-    label_classes,
     load_image_text_dataset,
 )
 from hf_stagegan.data.synthbirds import ATTRIBUTE_NAMES
@@ -141,11 +140,11 @@ def main(argv=None):
     vision_pretraining = None
     if args.vision_pretrain_steps:
         columns = args.vision_pretrain_columns
-        num_classes = [len(label_classes(dataset, column)) for column in columns]  # names a missing column
-        labelled = build_dataloader(
+        labelled = build_dataloader(  # names a missing or unusable label column
             dataset, tokenizer, image_size, args.train_batch_size, seed=args.seed, image_column=image_column,
             caption_column=caption_column, label_columns=columns, **IMAGE_TRANSFORMS[args.image_transform],
         )
+        num_classes = [len(classes) for classes in labelled.dataset.label_classes.values()]
         last = pretrain_vision_tower(
             clip_model, labelled, num_classes, accelerator, args.vision_pretrain_steps, args.learning_rate
         )
