@@ -104,6 +104,10 @@ def parse_args(argv=None):
     )
     model.add_argument("--gradient_penalty_weight", type=float, default=2.0)
     model.add_argument(
+        "--discriminator_augmentation", nargs="*", default=[], choices=["translation", "cutout", "color"],
+        help="DiffAugment of every image the discriminators see in training, e.g. `translation cutout`; none = off",
+    )
+    model.add_argument(
         "--mismatched_captions", default="color_swap", choices=["color_swap", "shuffled"],
         help="the mismatched caption of that term: the true one with one colour word swapped, or another example's",
     )
@@ -174,6 +178,8 @@ def parse_args(argv=None):
     for name in ("clip_num_negatives", "mismatched_text_weight", "gradient_penalty_weight"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if len(set(args.discriminator_augmentation)) != len(args.discriminator_augmentation):
+        parser.error(f"--discriminator_augmentation names a transformation twice: {args.discriminator_augmentation}")
     if not isinstance(args.config_overrides, dict):
         parser.error(f"--config_overrides must be a JSON object of StageGANConfig fields, got {args.config_overrides!r}")
     unknown = sorted(set(args.config_overrides) - set(StageGANConfig().to_dict()))
@@ -243,6 +249,7 @@ def _base_config(args, text_embed_dim):
         mismatched_text_weight=args.mismatched_text_weight,
         discriminator_gradient_penalty=args.discriminator_gradient_penalty,
         gradient_penalty_weight=args.gradient_penalty_weight,
+        discriminator_augmentation=args.discriminator_augmentation,
     )
 
 

@@ -220,10 +220,10 @@ def test_bf16_mixed_precision_step_updates_fp32_weights(tokenizer, clip_model, b
     assert all(state["exp_avg"].dtype == torch.float32 for opt in optimizers.values() for state in opt.state.values())
 
 
-def train_red_and_blue(tokenizer, clip_model, fusion_type, accelerator=None):
+def train_red_and_blue(tokenizer, clip_model, fusion_type, accelerator=None, **config_overrides):
     """60 steps on the red/blue toy set after 40 CLIP_FT steps; returns red-minus-blue per level before and after."""
     clip_model = finetune_clip(clip_model.train(), tokenizer, steps=40)
-    generator, discriminator, _ = build(tiny_config(fusion_type=fusion_type), seed=0)
+    generator, discriminator, _ = build(tiny_config(fusion_type=fusion_type, **config_overrides), seed=0)
     optimizers = build_optimizers(generator, discriminator, generator_lr=2e-3, discriminator_lr=2e-3)
     initial = red_minus_blue(generator, clip_model, tokenizer)
     generator_p, levels_p = generator, discriminator.levels
@@ -288,6 +288,15 @@ def test_learning_red_caption_gives_redder_images(tokenizer, clip_model, fusion_
     # no worse than today's margin (COLOR_MARGIN), not merely better than chance
     margin = tuple(0.85 * value for value in COLOR_MARGIN[fusion_type])
     assert_red_caption_gives_redder_images(*train_red_and_blue(tokenizer, clip_model, fusion_type), margin=margin)
+
+
+@pytest.mark.slow
+def test_learning_with_augmented_discriminator_inputs(tokenizer, clip_model):
+    # DiffAugment of D's inputs (translation + cutout) keeps colours: the captions still steer x2 and x3
+    initial, final = train_red_and_blue(
+        tokenizer, clip_model, "attention", discriminator_augmentation=["translation", "cutout"]
+    )
+    assert_red_caption_gives_redder_images(initial, final)
 
 
 @pytest.mark.slow

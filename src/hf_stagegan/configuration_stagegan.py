@@ -9,6 +9,7 @@ from transformers import PretrainedConfig
 FUSION_TYPES = ("attention", "memory")
 STAGE_GRADIENTS = ("isolated", "end_to_end")
 GRADIENT_PENALTIES = ("none", "r1", "matching_aware")
+DISCRIMINATOR_AUGMENTATIONS = ("translation", "cutout", "color")  # hf_stagegan.augmentation's transformations
 
 
 class StageGANConfig(PretrainedConfig):
@@ -64,6 +65,11 @@ class StageGANConfig(PretrainedConfig):
             condition, to the 6th power, times `gradient_penalty_weight`; D1 has no condition, so only the image).
         gradient_penalty_weight (`float`, *optional*, defaults to 2.0):
             Weight of that penalty (DF-GAN uses 2 for MA-GP; R1 is usually 0.1-10).
+        discriminator_augmentation (`list[str]`, *optional*, defaults to `[]`):
+            Differentiable augmentation (DiffAugment) of every image the discriminators see in training, real and
+            generated, in D's update and in G's (not in the patent): the names of the transformations, applied in
+            order, from `"translation"`, `"cutout"` and `"color"` (see `hf_stagegan.augmentation`). `[]` is off.
+            `"color"` changes the colours the captions name, so it weakens the conditional discriminators.
         discriminator_spectral_norm (`bool`, *optional*, defaults to `True`):
             Spectral normalisation of every discriminator convolution, as in the authors' code.
         initializer_range (`float`, *optional*, defaults to 0.02):
@@ -103,6 +109,7 @@ class StageGANConfig(PretrainedConfig):
         mismatched_text_weight: float = 0.0,
         discriminator_gradient_penalty: str = "none",
         gradient_penalty_weight: float = 2.0,
+        discriminator_augmentation: list[str] | tuple[str, ...] = (),
         discriminator_spectral_norm: bool = True,
         initializer_range: float = 0.02,
         **kwargs,
@@ -125,6 +132,7 @@ class StageGANConfig(PretrainedConfig):
         self.mismatched_text_weight = mismatched_text_weight
         self.discriminator_gradient_penalty = discriminator_gradient_penalty
         self.gradient_penalty_weight = gradient_penalty_weight
+        self.discriminator_augmentation = discriminator_augmentation
         self.discriminator_spectral_norm = discriminator_spectral_norm
         self.initializer_range = initializer_range
         # AutoModel maps this config to the generator or the discriminator by `architectures` (each model's
@@ -138,7 +146,7 @@ class StageGANConfig(PretrainedConfig):
         # Each StageGAN check involves one field only, so checking the field being set keeps the whole config valid.
         check = _FIELD_CHECKS.get(name)
         if check is not None:
-            if name == "stage_resolutions" and isinstance(value, tuple):
+            if name in ("stage_resolutions", "discriminator_augmentation") and isinstance(value, tuple):
                 value = list(value)  # JSON has no tuples: keep the saved and the in-memory form equal
             check(name, value)
         super().__setattr__(name, value)
@@ -201,6 +209,19 @@ def _check_stage_resolutions(name, resolutions):
         )
 
 
+def _check_augmentation(name, policy):
+    if not isinstance(policy, (list, tuple)) or not all(isinstance(item, str) for item in policy):
+        raise ValueError(f"`{name}` must be a list of transformation names, got {policy!r}.")
+    unknown = [item for item in policy if item not in DISCRIMINATOR_AUGMENTATIONS]
+    if unknown:
+        raise ValueError(
+            f"`{name}` names unknown transformations {unknown} in {list(policy)!r}; "
+            f"expected names from {list(DISCRIMINATOR_AUGMENTATIONS)}."
+        )
+    if len(set(policy)) != len(policy):
+        raise ValueError(f"`{name}` names a transformation twice: {list(policy)!r}.")
+
+
 def _int_at_least(minimum):
     return partial(_check_int, minimum=minimum)
 
@@ -226,6 +247,7 @@ _FIELD_CHECKS = {
     "mismatched_text_weight": _number(0.0, strict=False),
     "discriminator_gradient_penalty": partial(_check_choice, choices=GRADIENT_PENALTIES),
     "gradient_penalty_weight": _number(0.0, strict=False),
+    "discriminator_augmentation": _check_augmentation,
     "damsm_gamma1": _number(0.0, strict=True),
     "damsm_gamma2": _number(0.0, strict=True),
     "damsm_gamma3": _number(0.0, strict=True),

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
+from .augmentation import augment_for_discriminator
 from .configuration_stagegan import StageGANConfig
 from .encoders import TextFeatures, encode_images, encode_text
 from .losses import (
@@ -133,17 +134,19 @@ def generator_losses(
     x1, x2, x3 = fake_images
     conditions = level_conditions(text)
     gammas = (config.damsm_gamma1, config.damsm_gamma2, config.damsm_gamma3)
+    policy = config.discriminator_augmentation  # D sees augmented images, CLIP_FT the generated ones as they are
+    seen1, seen2, seen3 = (augment_for_discriminator(images, policy) for images in fake_images)
     losses = {}
-    losses["g1_adversarial"] = generator_loss(discriminate(discriminator_levels[0], x1, conditions[0]))
+    losses["g1_adversarial"] = generator_loss(discriminate(discriminator_levels[0], seen1, conditions[0]))
 
     # level 2: sentence consistency of x2's global CLIP feature (claim 6, steps y1-y5)
     features2 = encode_images(clip_model, x2)
-    losses["g2_adversarial"] = generator_loss(discriminate(discriminator_levels[1], x2, conditions[1]))
+    losses["g2_adversarial"] = generator_loss(discriminate(discriminator_levels[1], seen2, conditions[1]))
     losses["clip_ft_s"] = sentence_image_loss(features2.image_embeds, text.sentence_embeds, gammas[2])
 
     # level 3: sentence consistency of x3's global feature + word consistency of its regions (claim 7, z1-z7)
     features3 = encode_images(clip_model, x3)
-    losses["g3_adversarial"] = generator_loss(discriminate(discriminator_levels[2], x3, conditions[2]))
+    losses["g3_adversarial"] = generator_loss(discriminate(discriminator_levels[2], seen3, conditions[2]))
     losses["clip_ft_sentence"] = sentence_image_loss(features3.image_embeds, text.sentence_embeds, gammas[2])
     losses["clip_ft_word"] = word_region_loss(features3.region_embeds, text.word_embeds, text.word_mask, *gammas)
     losses["clip_ft"] = clip_ft_loss(
@@ -212,7 +215,9 @@ def training_step(
                 images.append(real_images[level])
                 condition.append(mismatched[level])
             condition = None if condition is None else torch.cat(condition)
-            logits = discriminate(discriminator_levels[level], torch.cat(images), condition).chunk(len(images))
+            # DiffAugment (config.discriminator_augmentation): drawn per image, differentiable for the penalty
+            seen = augment_for_discriminator(torch.cat(images), config.discriminator_augmentation)
+            logits = discriminate(discriminator_levels[level], seen, condition).chunk(len(images))
             loss = discriminator_loss(logits[0], logits[1])
             if len(logits) == 3:
                 loss = loss + config.mismatched_text_weight * mismatched_text_loss(logits[2])
