@@ -133,6 +133,29 @@ def test_no_ema_ablation_scores_the_generator_a_no_ema_run_saves(tmp_path):
         ablations.evaluate_raw_generator(tmp_path / "no_ema", tmp_path / "again", seed=3, evaluation_images=12)
 
 
+def test_checkpoint_curve_scores_each_checkpoint_as_the_run_scores_its_pipeline(tmp_path, capsys):
+    """`benchmarks/checkpoint_curve.py`: the last checkpoint's EMA generator is the saved one, so its row must be the
+    run's own final evaluation; the earlier checkpoint is another generator."""
+    spec = importlib.util.spec_from_file_location("checkpoint_curve", ROOT / "benchmarks" / "checkpoint_curve.py")
+    curve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curve)
+    out = tmp_path / "run"
+    run([TRAIN, *TINY, "--max_train_steps", "4", "--evaluation_images", "12", "--seed", "3", "--output_dir", str(out)], tmp_path)
+    curve.main([str(out), "--evaluation_images", "12", "--seed", "3", "--out", str(tmp_path / "curve.jsonl")])
+
+    rows = [json.loads(line) for line in (tmp_path / "curve.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [2, 4]
+    final = json.loads((out / "evaluation.json").read_text())["metrics"]
+    assert rows[1]["body"] == final["judge"]["generated"]["accuracy"]["body_color"]
+    assert rows[1]["judge_fd_ratio"] == pytest.approx(final["judge"]["fd_ratio"])
+    assert rows[1]["r_precision"] == pytest.approx(final["r_precision"]["eval_clip"]["generated"]["mean"])
+    assert rows[0]["judge_fd_ratio"] != rows[1]["judge_fd_ratio"]
+    assert "| 4 | " in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # not a run folder
+        curve.main([str(tmp_path)])
+    assert "is not a finished train.py output folder" in capsys.readouterr().err
+
+
 def test_two_processes_keep_identical_weights(tmp_path):
     out = tmp_path / "ddp"
     launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
