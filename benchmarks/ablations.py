@@ -48,6 +48,11 @@ VARIANTS: dict[str, list[str]] = {
     "no_mismatched_text": ["--mismatched_text_weight", "0"],
     # the authors' mismatched term with another example's caption instead of a colour-swapped one
     "shuffled_mismatch": ["--mismatched_captions", "shuffled"],
+    # Loss_CLIP_FT at half its weight against the adversarial terms (the patent's 1 : 4 : 1 kept among the three)
+    "half_clip_ft_weights": [
+        "--config_overrides",
+        json.dumps({"level2_sentence_weight": 0.5, "level3_sentence_weight": 2.0, "level3_word_weight": 0.5}),
+    ],
     # the raw generator saved instead of its moving average (the same training)
     "no_ema": ["--no-use_ema"],
 }

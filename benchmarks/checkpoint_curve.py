@@ -5,7 +5,7 @@ evaluation CLIP), as the run's final evaluation scores the saved pipeline.
 
     python examples/train.py --max_train_steps 3600 --checkpointing_steps 600 --checkpoints_total_limit 6 \
         --output_dir runs/long
-    python benchmarks/checkpoint_curve.py runs/long --evaluation_images 500 --out runs/long/curve.jsonl
+    python benchmarks/checkpoint_curve.py runs/long --evaluation_images 500 --out runs/long/curve.jsonl --plot curve.png
 
 Each checkpoint's EMA generator (`ema_generator/`, what the run saves with `--use_ema`; the raw one with `--raw`)
 replaces the generator of the run's final pipeline, whose tokenizer and text encoder never change during the GAN
@@ -57,6 +57,27 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """Two panels against the step: the judge FD over its floor, and the attribute accuracies with R-precision."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [row["step"] for row in rows]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    left.plot(steps, [row["judge_fd_ratio"] for row in rows], marker="o")
+    left.set_title("judge FD / real-vs-real floor (lower is better)", fontsize=9)
+    for name in [*HEADLINE.values(), "r_precision"]:
+        right.plot(steps, [row[name] for row in rows], marker="o", label=name)
+    right.set_title("judge accuracy per attribute, R-precision (eval CLIP)", fontsize=9)
+    right.legend(fontsize=7)
+    for axis in (left, right):
+        axis.set_xlabel("training step")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a train.py output folder with checkpoints")
@@ -64,6 +85,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="image i is drawn from seed + i, as in train.py's evaluation")
     parser.add_argument("--raw", action="store_true", help="score the raw generator instead of its moving average")
     parser.add_argument("--out", type=Path, help="also write the JSON lines here")
+    parser.add_argument("--plot", type=Path, help="also draw the curves to this PNG (needs matplotlib)")
     args = parser.parse_args(argv)
     if args.evaluation_images < 1:
         parser.error(f"--evaluation_images must be >= 1, got {args.evaluation_images}")
@@ -73,6 +95,8 @@ def main(argv=None):
     if args.out:
         args.out.write_text("".join(json.dumps(row) + "\n" for row in rows))
     print(markdown_table(rows))
+    if args.plot:
+        plot(rows, args.plot)
 
 
 if __name__ == "__main__":

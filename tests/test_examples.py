@@ -141,7 +141,8 @@ def test_checkpoint_curve_scores_each_checkpoint_as_the_run_scores_its_pipeline(
     spec.loader.exec_module(curve)
     out = tmp_path / "run"
     run([TRAIN, *TINY, "--max_train_steps", "4", "--evaluation_images", "12", "--seed", "3", "--output_dir", str(out)], tmp_path)
-    curve.main([str(out), "--evaluation_images", "12", "--seed", "3", "--out", str(tmp_path / "curve.jsonl")])
+    plot = tmp_path / "curve.png"
+    curve.main([str(out), "--evaluation_images", "12", "--seed", "3", "--out", str(tmp_path / "curve.jsonl"), "--plot", str(plot)])
 
     rows = [json.loads(line) for line in (tmp_path / "curve.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [2, 4]
@@ -151,6 +152,7 @@ def test_checkpoint_curve_scores_each_checkpoint_as_the_run_scores_its_pipeline(
     assert rows[1]["r_precision"] == pytest.approx(final["r_precision"]["eval_clip"]["generated"]["mean"])
     assert rows[0]["judge_fd_ratio"] != rows[1]["judge_fd_ratio"]
     assert "| 4 | " in capsys.readouterr().out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit):  # not a run folder
         curve.main([str(tmp_path)])
     assert "is not a finished train.py output folder" in capsys.readouterr().err
