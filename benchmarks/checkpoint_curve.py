@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-HEADLINE = {"body_color": "body", "wing_color": "wing", "crown_color": "crown", "beak_color": "beak"}
+from ablations import COLUMNS, scores  # this folder is on sys.path when run as a script: the ablation table's row
 
 
 def score_checkpoints(run: Path, evaluation_images: int, seed: int, raw: bool) -> list[dict]:
@@ -41,19 +41,15 @@ def score_checkpoints(run: Path, evaluation_images: int, seed: int, raw: bool) -
             pipeline, metrics=["judge", "r_precision"], num_images=evaluation_images, seed=seed, clip_ft=run / "clip",
             progress=False,
         )
-        judge, r_precision = report["metrics"]["judge"], report["metrics"]["r_precision"]["eval_clip"]
-        row = {"step": step, **{name: judge["generated"]["accuracy"][key] for key, name in HEADLINE.items()}}
-        row.update(judge_fd_ratio=judge["fd_ratio"], r_precision=r_precision["generated"]["mean"])
-        row["r_precision_real"] = r_precision["real"]["mean"]
+        row = {"step": step, **scores(report)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
-    columns = [*HEADLINE.values(), "judge_fd_ratio", "r_precision"]
-    lines = [f"| step | {' | '.join(columns)} |", "|---|" + "---|" * len(columns)]
-    lines += [f"| {row['step']} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |" for row in rows]
+    lines = [f"| step | {' | '.join(COLUMNS)} |", "|---|" + "---|" * len(COLUMNS)]
+    lines += [f"| {row['step']} | " + " | ".join(f"{row[c]:.3f}" for c in COLUMNS) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -68,7 +64,7 @@ def plot(rows: list[dict], path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     left.plot(steps, [row["judge_fd_ratio"] for row in rows], marker="o")
     left.set_title("judge FD / real-vs-real floor (lower is better)", fontsize=9)
-    for name in [*HEADLINE.values(), "r_precision"]:
+    for name in [column for column in COLUMNS if column != "judge_fd_ratio"]:
         right.plot(steps, [row[name] for row in rows], marker="o", label=name)
     right.set_title("judge accuracy per attribute, R-precision (eval CLIP)", fontsize=9)
     right.legend(fontsize=7)

@@ -49,6 +49,7 @@ from hf_stagegan.checkpointing import (
     save_checkpoint,
 )
 from hf_stagegan.clip_finetuning import finetune_clip, load_or_build_clip
+from hf_stagegan.configuration_stagegan import DISCRIMINATOR_AUGMENTATIONS
 from hf_stagegan.data import IMAGE_TRANSFORMS, all_captions, build_dataloader, check_columns, load_image_text_dataset
 from hf_stagegan.data.synthbirds import load_synthbirds
 from hf_stagegan.encoders import text_encoder_from_clip
@@ -104,7 +105,7 @@ def parse_args(argv=None):
     )
     model.add_argument("--gradient_penalty_weight", type=float, default=2.0)
     model.add_argument(
-        "--discriminator_augmentation", nargs="*", default=[], choices=["translation", "cutout", "color"],
+        "--discriminator_augmentation", nargs="*", default=[], choices=DISCRIMINATOR_AUGMENTATIONS,
         help="DiffAugment of every image the discriminators see in training, e.g. `translation cutout`; none = off",
     )
     model.add_argument(

@@ -133,9 +133,10 @@ def test_no_ema_ablation_scores_the_generator_a_no_ema_run_saves(tmp_path):
         ablations.evaluate_raw_generator(tmp_path / "no_ema", tmp_path / "again", seed=3, evaluation_images=12)
 
 
-def test_checkpoint_curve_scores_each_checkpoint_as_the_run_scores_its_pipeline(tmp_path, capsys):
+def test_checkpoint_curve_scores_each_checkpoint_as_the_run_scores_its_pipeline(tmp_path, capsys, monkeypatch):
     """`benchmarks/checkpoint_curve.py`: the last checkpoint's EMA generator is the saved one, so its row must be the
     run's own final evaluation; the earlier checkpoint is another generator."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when run as a script: it imports ablations.py
     spec = importlib.util.spec_from_file_location("checkpoint_curve", ROOT / "benchmarks" / "checkpoint_curve.py")
     curve = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(curve)
