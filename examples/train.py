@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
@@ -57,7 +57,13 @@ from hf_stagegan.evaluation import judge_attributes, load_judge
 from hf_stagegan.evaluation.judge import JUDGE_RESOLUTIONS
 from hf_stagegan.evaluation.protocol import evaluate, generate_images, headline_metrics
 from hf_stagegan.hub import image_grid, push_folder_to_hub, save_stagegan_pipeline
-from hf_stagegan.training import NonFiniteLossError, build_optimizers, training_step
+from hf_stagegan.training import (
+    NonFiniteLossError,
+    build_optimizers,
+    cpu_bf16_flags,
+    resolve_mixed_precision,
+    training_step,
+)
 
 logger = get_logger(__name__)
 
@@ -125,7 +131,7 @@ def parse_args(argv=None):
 
     train = parser.add_argument_group("training")
     train.add_argument("--train_batch_size", type=int, default=16, help="per process")
-    train.add_argument("--max_train_steps", type=int, help="default: 1800 when --num_train_epochs is not given")
+    train.add_argument("--max_train_steps", type=int, help="default: 2300 when --num_train_epochs is not given")
     train.add_argument("--num_train_epochs", type=int)
     train.add_argument("--generator_learning_rate", type=float, default=5e-4)
     train.add_argument("--discriminator_learning_rate", type=float, default=5e-4)
@@ -134,7 +140,11 @@ def parse_args(argv=None):
     train.add_argument("--discriminator_adam_beta1", type=float, default=0.5)
     train.add_argument("--discriminator_adam_beta2", type=float, default=0.999)
     train.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    train.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], help="default: accelerate config")
+    train.add_argument(
+        "--mixed_precision", choices=["auto", "no", "fp16", "bf16"],
+        help="auto: bf16 on a CPU with bf16 instructions (AVX512-BF16 or AMX), fp32 elsewhere. Default: accelerate "
+        "config's fp16 / bf16 if it sets one, else auto; pass `no` for fp32",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
         "--use_ema", action=argparse.BooleanOptionalAction, default=True,
@@ -193,9 +203,13 @@ def parse_args(argv=None):
     if args.dataset_name and args.train_data_dir:
         parser.error("give --dataset_name or --train_data_dir, not both")
     if args.max_train_steps is None and args.num_train_epochs is None:
-        args.max_train_steps = 1800  # the main job: about 18 minutes on 2 CPU cores (docs/results.md)
+        # the main job: about 18 minutes on 2 CPU cores with bf16 instructions (1.3x longer in fp32; docs/results.md)
+        args.max_train_steps = 2300
     if args.clip_finetune_steps is None:
         args.clip_finetune_steps = 0 if args.clip_model_name_or_path else 600
+    if args.mixed_precision is None:  # `accelerate launch` without a config sets "no": that too leaves the choice to auto
+        configured = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+        args.mixed_precision = "auto" if configured == "no" else configured
     return args
 
 
@@ -294,6 +308,9 @@ def check_replicas_identical(accelerator, *models):
 def main(argv=None):
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
+    device_type, auto_precision = PartialState(cpu=args.cpu).device.type, args.mixed_precision == "auto"
+    if auto_precision:  # resolved here, so that the trackers and the card's hyperparameters record what was used
+        args.mixed_precision = resolve_mixed_precision("auto", device_type)
     accelerator = Accelerator(
         cpu=args.cpu,
         mixed_precision=args.mixed_precision,
@@ -304,6 +321,14 @@ def main(argv=None):
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     for noisy in ("accelerate.checkpointing", "accelerate.accelerator"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if auto_precision:
+        if args.mixed_precision == "bf16":
+            why = f"this CPU has {' and '.join(cpu_bf16_flags())}"
+        elif device_type == "cpu":
+            why = "this CPU has no bf16 instructions, bf16 would be slower than fp32"
+        else:
+            why = f"fp32 on {device_type} unless --mixed_precision bf16 or fp16 is given"
+        logger.info(f"Mixed precision: {args.mixed_precision} (auto: {why}; --mixed_precision no for fp32)")
     check_output_dir(args, accelerator)
     set_seed(args.seed)  # identical initial weights in every process
     if accelerator.device.type == "cpu":

@@ -21,6 +21,7 @@ from hf_stagegan.checkpointing import list_checkpoints, resolve_checkpoint
 from hf_stagegan.cli import main as cli_main
 from hf_stagegan.data.synthbirds import build_synthbirds
 from hf_stagegan.encoders import clip_tokenizer_from_bpe, find_clip_bpe
+from hf_stagegan.training import resolve_mixed_precision
 
 from .fake_datasets import write_fake_cub
 from .test_hub import FakeHub
@@ -103,6 +104,8 @@ def test_train_single_process_writes_a_loadable_pipeline(tmp_path):
     assert set(report["metrics"]["r_precision"]) == {"eval_clip", "clip_ft"}
     assert 0.0 <= report["metrics"]["judge"]["generated"]["accuracy"]["body_color"] <= 1.0
     assert "model-index" in (out / "README.md").read_text()
+    # no --mixed_precision and no accelerate config: auto, resolved for this CPU and recorded in the card
+    assert f"| mixed_precision | {resolve_mixed_precision('auto', 'cpu')} |" in (out / "README.md").read_text()
 
     pipe = StageGANPipeline.from_pretrained(out)
     image = pipe("a red bird", generator=torch.Generator().manual_seed(0)).images[0]

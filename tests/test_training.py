@@ -12,8 +12,10 @@ from hf_stagegan.losses import sentence_image_loss, word_region_loss
 from hf_stagegan.training import (
     NonFiniteLossError,
     build_optimizers,
+    cpu_bf16_flags,
     generator_losses,
     real_images_per_level,
+    resolve_mixed_precision,
     training_step,
 )
 
@@ -302,3 +304,44 @@ def test_learning_with_augmented_discriminator_inputs(tokenizer, clip_model):
 @pytest.mark.slow
 def test_learning_under_bf16_mixed_precision(tokenizer, clip_model, bf16_accelerator):
     assert_red_caption_gives_redder_images(*train_red_and_blue(tokenizer, clip_model, "attention", bf16_accelerator))
+
+
+X86_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+flags\t\t: fpu sse2 avx2 avx512f avx512bw {extra}
+bogomips\t: 4800.00
+"""
+
+
+def test_cpu_bf16_flags_are_read_from_cpuinfo():
+    assert cpu_bf16_flags(X86_CPUINFO.format(extra="avx512_bf16")) == ["avx512_bf16"]
+    assert cpu_bf16_flags(X86_CPUINFO.format(extra="amx_tile amx_bf16 avx512_bf16")) == ["avx512_bf16", "amx_bf16"]
+    assert cpu_bf16_flags(X86_CPUINFO.format(extra="avx512_vnni")) == []  # AVX-512 alone: bf16 would be emulated
+    assert cpu_bf16_flags("processor\t: 0\nFeatures\t: fp asimd bf16\n") == []  # Arm: not measured, not assumed
+    assert cpu_bf16_flags("") == []
+
+
+def test_auto_mixed_precision_is_bf16_only_on_a_cpu_with_bf16_instructions():
+    with_bf16, without = X86_CPUINFO.format(extra="avx512_bf16"), X86_CPUINFO.format(extra="")
+    assert resolve_mixed_precision("auto", "cpu", with_bf16) == "bf16"
+    assert resolve_mixed_precision("auto", "cpu", without) == "no"
+    assert resolve_mixed_precision("auto", "cuda", with_bf16) == "no"  # GPUs: chosen explicitly
+    for explicit in ("no", "fp16", "bf16"):
+        assert resolve_mixed_precision(explicit, "cpu", without) == explicit
+    with pytest.raises(ValueError, match="`mixed_precision` must be 'auto', 'no', 'fp16' or 'bf16', got 'fp8'"):
+        resolve_mixed_precision("fp8", "cpu")
+
+
+def test_train_script_mixed_precision_default_defers_to_an_accelerate_config_that_sets_one(monkeypatch, capsys):
+    from .test_ablations import train
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    assert train.parse_args([]).mixed_precision == "auto"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # what a bare `accelerate launch` sets
+    assert train.parse_args([]).mixed_precision == "auto"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")  # `accelerate config` chose fp16
+    assert train.parse_args([]).mixed_precision == "fp16"
+    assert train.parse_args(["--mixed_precision", "no"]).mixed_precision == "no"  # the flag wins
+    with pytest.raises(SystemExit):
+        train.parse_args(["--mixed_precision", "fp32"])
+    assert "invalid choice: 'fp32'" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -248,14 +249,53 @@ def training_step(
     return logs
 
 
+# CPU flags (Linux `/proc/cpuinfo`) of the instructions that make bf16 autocast pay on a CPU: AVX512-BF16 dot products,
+# AMX tiles. Without them oneDNN emulates bf16 and a step is slower than in fp32 (docs/performance.md).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
+    """
+    Which of `BF16_CPU_FLAGS` this CPU advertises, read from `cpuinfo` (the text of `/proc/cpuinfo`; read from the file
+    when `None`). Empty where the file does not exist (not Linux): nothing is assumed.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return [flag for flag in BF16_CPU_FLAGS if flag in flags]
+
+
+def resolve_mixed_precision(mixed_precision: str, device_type: str, cpuinfo: str | None = None) -> str:
+    """
+    The mixed precision a training run uses: `"auto"` is `"bf16"` on a CPU with bf16 instructions (`cpu_bf16_flags`)
+    and `"no"` (fp32) everywhere else, GPUs included (choose fp16 / bf16 for them explicitly); `"no"`, `"fp16"` and
+    `"bf16"` are returned as they are.
+    """
+    if mixed_precision not in ("auto", "no", "fp16", "bf16"):
+        raise ValueError(f"`mixed_precision` must be 'auto', 'no', 'fp16' or 'bf16', got {mixed_precision!r}.")
+    if mixed_precision != "auto":
+        return mixed_precision
+    return "bf16" if device_type == "cpu" and cpu_bf16_flags(cpuinfo) else "no"
+
+
 __all__ = [
+    "BF16_CPU_FLAGS",
     "NonFiniteLossError",
     "build_optimizers",
+    "cpu_bf16_flags",
     "discriminate",
     "frozen",
     "generator_losses",
     "level_conditions",
     "mismatched_text",
     "real_images_per_level",
+    "resolve_mixed_precision",
     "training_step",
 ]
