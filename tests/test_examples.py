@@ -309,7 +309,21 @@ def test_finetune_clip_with_vision_pretraining_and_hard_negatives(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_push_to_hub_uploads_the_result(tmp_path, monkeypatch):
+@pytest.fixture
+def fresh_accelerate_state():
+    """train.py in this process as in a new one: accelerate's process-wide state, which earlier tests initialised
+    (without mixed precision), is reset before and after, so that train.py's own choice (auto: bf16 on a bf16 CPU)
+    applies."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def test_push_to_hub_uploads_the_result(tmp_path, monkeypatch, fresh_accelerate_state):
     hub = FakeHub(monkeypatch)
     spec = importlib.util.spec_from_file_location("train_script", TRAIN)
     train = importlib.util.module_from_spec(spec)
