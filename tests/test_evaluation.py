@@ -128,6 +128,23 @@ def test_build_atomically_overwrites_only_after_a_successful_build(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["judge"]  # no staging or retired folder left behind
 
 
+def test_a_build_leaves_the_callers_random_state_as_it_was(tmp_path):
+    # train.py builds the judge between seeding and drawing the GAN's weights: the weights must not depend on whether
+    # the judge was cached
+    from hf_stagegan.evaluation.cache import build_atomically
+
+    def build(staging):
+        torch.manual_seed(1234)  # what the judge and evaluation-CLIP builds do
+        torch.rand(10)
+        (staging / "report.json").write_text("{}")
+
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    build_atomically(tmp_path / "model", build, "report.json")
+    assert torch.equal(torch.rand(4), expected)
+
+
 def test_builds_run_on_one_thread_and_give_the_same_model_whatever_the_caller_uses(tmp_path):
     from safetensors.torch import load_file
 

@@ -43,7 +43,9 @@ def build_atomically(
 ) -> Path:
     """
     Runs `build(staging_folder)` on `BUILD_THREADS` CPU threads (module docstring; the caller's thread count is
-    restored afterwards) and renames the staging folder to `folder`; returns `folder`. If another process
+    restored afterwards) with the caller's torch random state set aside and restored (a build seeds torch's global
+    generator, and a training run that builds the judge on a fresh machine must draw the same weights as one that finds
+    it cached), and renames the staging folder to `folder`; returns `folder`. If another process
     finished the same build first (its `complete_marker` file is there), its copy is kept and ours is dropped. With
     `overwrite`, an existing `folder` is replaced, but only once the new build has succeeded: a failed rebuild leaves
     the old copy in place.
@@ -55,7 +57,8 @@ def build_atomically(
     threads = torch.get_num_threads()
     torch.set_num_threads(BUILD_THREADS)
     try:
-        build(staging)
+        with torch.random.fork_rng(devices=[]):
+            build(staging)
         if overwrite and folder.exists():
             folder.rename(retired)
         try:
