@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import torch
 
+from hf_stagegan.training import cpu_bf16_flags
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -40,22 +42,11 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def machine(device: torch.device) -> dict:
     """Where the figures come from: CPU (and its bf16 units) or GPU, threads, torch version."""
     if device.type == "cuda":
         return {"device": torch.cuda.get_device_name(device), "torch": torch.__version__}
-    flags = cpu_flags()
+    flags = cpu_bf16_flags()  # the library's reading of /proc/cpuinfo, which train.py's --mixed_precision auto uses
     return {
         "device": cpu_name(),
         "threads": torch.get_num_threads(),

@@ -58,6 +58,7 @@ from hf_stagegan.evaluation.judge import JUDGE_RESOLUTIONS
 from hf_stagegan.evaluation.protocol import evaluate, generate_images, headline_metrics
 from hf_stagegan.hub import image_grid, push_folder_to_hub, save_stagegan_pipeline
 from hf_stagegan.training import (
+    MIXED_PRECISIONS,
     NonFiniteLossError,
     build_optimizers,
     cpu_bf16_flags,
@@ -141,7 +142,7 @@ def parse_args(argv=None):
     train.add_argument("--discriminator_adam_beta2", type=float, default=0.999)
     train.add_argument("--gradient_accumulation_steps", type=int, default=1)
     train.add_argument(
-        "--mixed_precision", choices=["auto", "no", "fp16", "bf16"],
+        "--mixed_precision", choices=MIXED_PRECISIONS,
         help="auto: bf16 on a CPU with bf16 instructions (AVX512-BF16 or AMX), fp32 elsewhere. Default: accelerate "
         "config's fp16 / bf16 if it sets one, else auto; pass `no` for fp32",
     )

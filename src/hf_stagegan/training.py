@@ -252,6 +252,7 @@ def training_step(
 # CPU flags (Linux `/proc/cpuinfo`) of the instructions that make bf16 autocast pay on a CPU: AVX512-BF16 dot products,
 # AMX tiles. Without them oneDNN emulates bf16 and a step is slower than in fp32 (docs/performance.md).
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 
 
 def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
@@ -278,7 +279,7 @@ def resolve_mixed_precision(mixed_precision: str, device_type: str, cpuinfo: str
     and `"no"` (fp32) everywhere else, GPUs included (choose fp16 / bf16 for them explicitly); `"no"`, `"fp16"` and
     `"bf16"` are returned as they are.
     """
-    if mixed_precision not in ("auto", "no", "fp16", "bf16"):
+    if mixed_precision not in MIXED_PRECISIONS:
         raise ValueError(f"`mixed_precision` must be 'auto', 'no', 'fp16' or 'bf16', got {mixed_precision!r}.")
     if mixed_precision != "auto":
         return mixed_precision
@@ -287,6 +288,7 @@ def resolve_mixed_precision(mixed_precision: str, device_type: str, cpuinfo: str
 
 __all__ = [
     "BF16_CPU_FLAGS",
+    "MIXED_PRECISIONS",
     "NonFiniteLossError",
     "build_optimizers",
     "cpu_bf16_flags",
