@@ -9,9 +9,9 @@ floor, R-precision with the independent evaluation CLIP). One table of mean +- s
     python benchmarks/ablations.py --report_only --plot ablations.png # the table (and bars) of the finished runs
 
 Every run is `examples/train.py` with the main job's defaults plus the variant's flags, so a row can be reproduced by
-hand; finished runs (their `evaluation.json`) are reused, so an interrupted study resumes. `no_ema` trains nothing:
-it scores the raw generator of the full run's final checkpoint (the same training; see `FROM_FULL_RUN`). Prints one
-JSON line per run and per variant summary, then a Markdown table.
+hand; finished runs (their `evaluation.json`) are reused, so an interrupted study resumes. `no_ema` and
+`ema_copied_batch_norm` train nothing: they score a generator put together from the full run's final checkpoint (the
+same training; see `FROM_FULL_RUN`). Prints one JSON line per run and per variant summary, then a Markdown table.
 
 The one-level baseline of the issue (level 3 alone from noise and words, no gradual refinement) is not expressible
 with `StageGANConfig`: its generator always has three levels, the first one fixed to noise only (claim 2).
@@ -55,11 +55,15 @@ VARIANTS: dict[str, list[str]] = {
     ],
     # the raw generator saved instead of its moving average (the same training)
     "no_ema": ["--no-use_ema"],
+    # the moving average with the batch-norm statistics it copies from the training generator, not recomputed
+    "ema_copied_batch_norm": ["--ema_batch_norm_samples", "0"],
 }
-# Variants that need no training of their own: the moving average never feeds back into training (validation draws
-# its own seeded noise), so the raw generator of the full run's final checkpoint is the generator `--no-use_ema`
-# would have saved. The script scores that one, as train.py's final evaluation would, instead of training again.
-FROM_FULL_RUN = {"no_ema"}
+# Variants that need no training of their own: the moving average and its batch-norm statistics never feed back into
+# training (validation and the recomputation draw their own seeded noise), so the generator these flags would have
+# saved can be put together from the full run's final checkpoint: its raw generator (`no_ema`), or its EMA weights
+# with the raw generator's buffers, which is what the EMA copies at every step (`ema_copied_batch_norm`). The script
+# scores that one, as train.py's final evaluation would, instead of training again.
+FROM_FULL_RUN = {"no_ema", "ema_copied_batch_norm"}
 HEADLINE = [
     ("body_color", "body"),
     ("wing_color", "wing"),
@@ -80,9 +84,12 @@ def train_command(variant: str, seed: int, folder: Path, args) -> list[str]:
     return command + VARIANTS[variant] + args.extra
 
 
-def evaluate_raw_generator(full_folder: Path, folder: Path, seed: int, evaluation_images: int) -> None:
-    """`no_ema` from the full run: its final checkpoint's raw generator in the full run's pipeline, evaluated with
-    train.py's end-of-training settings, saved (pipeline, card, `evaluation.json`) to `folder`."""
+def evaluate_from_full_run(variant: str, full_folder: Path, folder: Path, seed: int, evaluation_images: int) -> None:
+    """A `FROM_FULL_RUN` variant from the full run: the generator it would have saved (see `FROM_FULL_RUN`) in the
+    full run's pipeline, evaluated with train.py's end-of-training settings, saved (pipeline, card,
+    `evaluation.json`) to `folder`."""
+    if variant not in FROM_FULL_RUN:
+        raise ValueError(f"`variant` must be one of {sorted(FROM_FULL_RUN)}, got {variant!r}.")
     import torch
     from safetensors.torch import load_file
 
@@ -93,21 +100,31 @@ def evaluate_raw_generator(full_folder: Path, folder: Path, seed: int, evaluatio
 
     checkpoints = list_checkpoints(full_folder)
     if not checkpoints or not (checkpoints[-1][1] / "ema_generator").is_dir():
-        raise FileNotFoundError(f"{full_folder} has no checkpoint with an EMA generator to take the raw one from")
+        raise FileNotFoundError(f"{full_folder} has no checkpoint with an EMA generator to take the generators from")
     step, checkpoint = checkpoints[-1]
     saved = load_file(full_folder / "image_generator" / "model.safetensors")
     ema = load_file(checkpoint / "ema_generator" / "model.safetensors")
     if saved.keys() != ema.keys() or not all(torch.equal(saved[k], ema[k]) for k in saved):
         raise ValueError(f"{checkpoint} is not the step {full_folder} saved: its EMA generator differs from the pipeline's")
     pipeline = StageGANPipeline.from_pretrained(full_folder)
-    pipeline.image_generator = StageGANGenerator.from_pretrained(checkpoint / "generator").eval()
+    raw = StageGANGenerator.from_pretrained(checkpoint / "generator").eval()
+    if variant == "no_ema":
+        pipeline.image_generator, description = raw, f"The raw generator (no EMA) of `{full_folder.name}`'s final checkpoint, step {step}."
+    else:
+        with torch.no_grad():
+            for average, copied in zip(pipeline.image_generator.buffers(), raw.buffers()):
+                average.copy_(copied)
+        description = (
+            f"The EMA generator of `{full_folder.name}`'s final checkpoint, step {step}, with the batch-norm statistics "
+            "of the training generator (not recomputed)."
+        )
     report = evaluate(
         pipeline, metrics=["judge", "r_precision"], num_images=evaluation_images, seed=seed,
         clip_ft=full_folder / "clip", progress=False,
     )
     save_stagegan_pipeline(
         folder, pipeline, evaluation_report=report, seed=seed,
-        description=f"The raw generator (no EMA) of `{full_folder.name}`'s final checkpoint, step {step}.",
+        description=description,
     )
 
 
@@ -162,7 +179,7 @@ def main(argv=None):
                             f"{variant} is scored from the full run of seed {seed}: run `--variants full --seeds "
                             f"{seed}` first (or train it by hand: {' '.join(command)})"
                         )
-                    evaluate_raw_generator(full_folder, folder, seed, args.evaluation_images)
+                    evaluate_from_full_run(variant, full_folder, folder, seed, args.evaluation_images)
                 else:
                     folder.parent.mkdir(parents=True, exist_ok=True)
                     with open(folder.parent / f"{folder.name}.log", "w") as log:

@@ -60,8 +60,10 @@ from hf_stagegan.hub import image_grid, push_folder_to_hub, save_stagegan_pipeli
 from hf_stagegan.training import (
     MIXED_PRECISIONS,
     NonFiniteLossError,
+    batch_norm_calibration_inputs,
     build_optimizers,
     cpu_bf16_flags,
+    recompute_batch_norm_statistics,
     resolve_mixed_precision,
     training_step,
 )
@@ -152,6 +154,12 @@ def parse_args(argv=None):
         help="save an exponential moving average of the generator (on by default; --no-use_ema saves the raw one)",
     )
     train.add_argument("--ema_decay", type=float, default=0.999)
+    train.add_argument(
+        "--ema_batch_norm_samples", type=int, default=256,
+        help="recompute the EMA generator's batch-norm statistics over this many training captions (each with its "
+        "own noise) before it is validated, checkpointed or saved; 0 keeps the statistics it copies from the "
+        "training generator",
+    )
     train.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     train.add_argument(
         "--cpu_threads", type=int,
@@ -187,7 +195,7 @@ def parse_args(argv=None):
     for name in ("max_train_steps", "num_train_epochs", "checkpoints_total_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ("clip_num_negatives", "mismatched_text_weight", "gradient_penalty_weight"):
+    for name in ("clip_num_negatives", "mismatched_text_weight", "gradient_penalty_weight", "ema_batch_norm_samples"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
     if len(set(args.discriminator_augmentation)) != len(args.discriminator_augmentation):
@@ -295,6 +303,22 @@ def validate(pipeline, args, step, accelerator, judge=None, judge_captions=None)
     return grid
 
 
+def ema_calibration_inputs(args, captions, tokenizer, clip_model, z_dim, device):
+    """
+    What the EMA generator's batch-norm statistics are recomputed over (`--ema_batch_norm_samples` training captions
+    drawn with the run's seed, each with its own noise), or None when they are copied from the training generator.
+    Fixed for the run, so that every recomputation is repeatable; no draw touches the global random state.
+    """
+    if not args.use_ema or args.ema_batch_norm_samples == 0:
+        return None
+    picked = np.random.default_rng(args.seed).choice(
+        len(captions), size=args.ema_batch_norm_samples, replace=args.ema_batch_norm_samples > len(captions)
+    )
+    return batch_norm_calibration_inputs(
+        [captions[i] for i in picked], tokenizer, clip_model, z_dim, seed=args.seed, device=device
+    )
+
+
 def check_replicas_identical(accelerator, *models):
     """Data parallel must keep every process's weights the same; checked by gathering one checksum per process."""
     if accelerator.num_processes == 1:
@@ -376,6 +400,19 @@ def main(argv=None):
         judge_captions = load_synthbirds(num_train=1, num_test=VALIDATION_JUDGE_IMAGES, resolution=side)["test"]["text"]
     generator, discriminator = StageGANGenerator(config), StageGANDiscriminator(config)
     ema = GeneratorEMA(generator, args.ema_decay) if args.use_ema else None
+    calibration = ema_calibration_inputs(args, captions, tokenizer, clip_model, config.z_dim, accelerator.device)
+    calibrated_at = None
+
+    def inference_generator(step):
+        """The generator to validate, checkpoint or save at `step`: the EMA (its statistics recomputed), else G."""
+        nonlocal calibrated_at
+        if ema is None:
+            return generator
+        if calibration is not None and calibrated_at != step:
+            recompute_batch_norm_statistics(ema.model, calibration)
+            calibrated_at = step
+        return ema.model
+
     optimizers = build_optimizers(
         generator, discriminator, args.generator_learning_rate, args.discriminator_learning_rate,
         betas=(args.generator_adam_beta1, args.generator_adam_beta2),
@@ -442,12 +479,13 @@ def main(argv=None):
             accelerator.log(logs, step=global_step)
 
             if global_step % args.checkpointing_steps == 0 or global_step == max_steps:
+                inference_generator(global_step)  # the checkpoint's ema_generator is what the pipeline would save
                 last_good = save_checkpoint(
                     accelerator, output_dir, global_step, {"epoch": epoch}, args.checkpoints_total_limit
                 )
             if global_step % args.validation_steps == 0 and accelerator.is_main_process:
                 validate(
-                    make_pipeline(ema.model if ema else generator, clip_model, tokenizer), args, global_step,
+                    make_pipeline(inference_generator(global_step), clip_model, tokenizer), args, global_step,
                     accelerator, judge, judge_captions,
                 )
             if global_step >= max_steps:
@@ -460,7 +498,7 @@ def main(argv=None):
     # 6. the result: pipeline (EMA generator if any), discriminator, CLIP_FT and a model card; optionally pushed
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        final_generator = (ema.model if ema else generator).eval()
+        final_generator = inference_generator(global_step).eval()
         pipeline = make_pipeline(final_generator, clip_model, tokenizer)
         grid = validate(pipeline, args, global_step, accelerator, judge, judge_captions)
         report = None

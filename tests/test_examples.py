@@ -92,6 +92,10 @@ def test_train_single_process_writes_a_loadable_pipeline(tmp_path):
     assert "pipeline_tag: text-to-image" in (out / "README.md").read_text()
     # the pipeline carries the EMA generator, and it is the one the last checkpoint holds
     assert_same_weights(safetensors_of(out / "image_generator"), safetensors_of(out / "checkpoint-3" / "ema_generator"))
+    # whose batch-norm statistics were recomputed for its own weights, not copied from the training generator
+    ema, trained = safetensors_of(out / "checkpoint-3" / "ema_generator"), safetensors_of(out / "checkpoint-3" / "generator")
+    running = [key for key in trained if key.endswith("running_mean")]
+    assert running and all(not torch.equal(ema[key], trained[key]) for key in running)
     scalars, images = set(), set()
     for events in (out / "logs").rglob("events.out.tfevents.*"):
         tags = EventAccumulator(str(events)).Reload().Tags()
@@ -114,26 +118,35 @@ def test_train_single_process_writes_a_loadable_pipeline(tmp_path):
     assert clip.config.projection_dim == pipe.image_generator.config.text_embed_dim
 
 
-def test_no_ema_ablation_scores_the_generator_a_no_ema_run_saves(tmp_path):
-    """`benchmarks/ablations.py` scores `no_ema` from the full run's last checkpoint instead of training again: that
-    holds only while the moving average never feeds back into training. Checked against a real `--no-use_ema` run."""
+def test_ablations_from_the_full_run_score_the_generators_their_flags_save(tmp_path):
+    """`benchmarks/ablations.py` scores `no_ema` and `ema_copied_batch_norm` from the full run's last checkpoint
+    instead of training again: that holds only while neither the moving average nor its batch-norm statistics feed
+    back into training. Checked against real runs with each variant's flags."""
     spec = importlib.util.spec_from_file_location("ablations_script", ROOT / "benchmarks" / "ablations.py")
     ablations = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ablations)
     common = [TRAIN, *TINY, "--max_train_steps", "3", "--evaluation_images", "12", "--validation_steps", "2", "--seed", "3"]
     run([*common, "--output_dir", str(tmp_path / "full")], tmp_path)
-    run([*common, "--no-use_ema", "--output_dir", str(tmp_path / "raw")], tmp_path)
-    ablations.evaluate_raw_generator(tmp_path / "full", tmp_path / "no_ema", seed=3, evaluation_images=12)
+    full = safetensors_of(tmp_path / "full" / "image_generator")
+    for variant in sorted(ablations.FROM_FULL_RUN):
+        run([*common, *ablations.VARIANTS[variant], "--output_dir", str(tmp_path / f"{variant}-trained")], tmp_path)
+        ablations.evaluate_from_full_run(variant, tmp_path / "full", tmp_path / variant, seed=3, evaluation_images=12)
 
-    assert_same_weights(safetensors_of(tmp_path / "no_ema" / "image_generator"), safetensors_of(tmp_path / "raw" / "image_generator"))
-    ema, raw = safetensors_of(tmp_path / "full" / "image_generator"), safetensors_of(tmp_path / "raw" / "image_generator")
-    assert any(not torch.equal(ema[key], raw[key]) for key in raw)  # the EMA one differs: the check above could fail
-    derived, trained = (json.loads((tmp_path / name / "evaluation.json").read_text())["metrics"] for name in ("no_ema", "raw"))
-    assert derived["judge"]["generated"] == trained["judge"]["generated"]
-    assert derived["r_precision"]["eval_clip"]["generated"]["mean"] == pytest.approx(trained["r_precision"]["eval_clip"]["generated"]["mean"])
+        derived = safetensors_of(tmp_path / variant / "image_generator")
+        assert_same_weights(derived, safetensors_of(tmp_path / f"{variant}-trained" / "image_generator"))
+        assert any(not torch.equal(full[key], derived[key]) for key in derived), variant  # the check above could fail
+        derived, trained = (
+            json.loads((tmp_path / name / "evaluation.json").read_text())["metrics"] for name in (variant, f"{variant}-trained")
+        )
+        assert derived["judge"]["generated"] == trained["judge"]["generated"]
+        assert derived["r_precision"]["eval_clip"]["generated"]["mean"] == pytest.approx(
+            trained["r_precision"]["eval_clip"]["generated"]["mean"]
+        )
 
     with pytest.raises(FileNotFoundError, match="no checkpoint"):  # a run folder without checkpoints is named
-        ablations.evaluate_raw_generator(tmp_path / "no_ema", tmp_path / "again", seed=3, evaluation_images=12)
+        ablations.evaluate_from_full_run("no_ema", tmp_path / "no_ema", tmp_path / "again", seed=3, evaluation_images=12)
+    with pytest.raises(ValueError, match="`variant` must be one of"):
+        ablations.evaluate_from_full_run("full", tmp_path / "full", tmp_path / "again", seed=3, evaluation_images=12)
 
 
 def test_checkpoint_curve_scores_each_checkpoint_as_the_run_scores_its_pipeline(tmp_path, capsys, monkeypatch):

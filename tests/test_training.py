@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -11,15 +12,17 @@ from hf_stagegan.encoders import encode_images, encode_text, tokenize_prompts
 from hf_stagegan.losses import sentence_image_loss, word_region_loss
 from hf_stagegan.training import (
     NonFiniteLossError,
+    batch_norm_calibration_inputs,
     build_optimizers,
     cpu_bf16_flags,
     generator_losses,
     real_images_per_level,
+    recompute_batch_norm_statistics,
     resolve_mixed_precision,
     training_step,
 )
 
-from .conftest import tiny_config
+from .conftest import TINY_TEXT_DIM, tiny_config
 
 RED, BLUE = torch.tensor([1.0, -1.0, -1.0]), torch.tensor([-1.0, -1.0, 1.0])
 
@@ -345,3 +348,82 @@ def test_train_script_mixed_precision_default_defers_to_an_accelerate_config_tha
     with pytest.raises(SystemExit):
         train.parse_args(["--mixed_precision", "fp32"])
     assert "invalid choice: 'fp32'" in capsys.readouterr().err
+
+
+def test_recomputed_batch_norm_statistics_are_the_average_over_the_batches():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)).eval()
+    model[1].running_mean.fill_(5.0)  # stale statistics, as an averaged copy of a model carries
+    weights = [p.detach().clone() for p in model.parameters()]
+    batches = [{"input": torch.randn(n, 4) * 3 + 1} for n in (8, 8, 5)]
+
+    assert recompute_batch_norm_statistics(model, batches) == 3
+    features = [model[0](batch["input"]).detach() for batch in batches]
+    torch.testing.assert_close(model[1].running_mean, torch.stack([f.mean(0) for f in features]).mean(0))
+    torch.testing.assert_close(model[1].running_var, torch.stack([f.var(0) for f in features]).mean(0))
+    assert not model.training and model[1].momentum == 0.1  # mode and momentum restored
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), weights))  # weights untouched
+
+    with pytest.raises(ValueError, match="`inputs` is empty"):
+        recompute_batch_norm_statistics(model, [])
+    torch.testing.assert_close(model[1].running_mean, torch.stack([f.mean(0) for f in features]).mean(0))
+
+
+def test_recomputed_statistics_normalise_what_an_averaged_generator_computes(tokenizer, clip_model):
+    """The EMA's case: weights that moved away from the statistics they carry. After the recomputation on one batch,
+    each batch norm's running statistics are those of its own inputs in that batch (in training mode); before, they
+    were not."""
+    torch.manual_seed(0)
+    generator = StageGANGenerator(tiny_config()).eval()
+    with torch.no_grad():
+        for param in generator.parameters():
+            param.mul_(1.5).add_(0.05)  # weights the running statistics (mean 0, variance 1 at init) do not fit
+    captions = ["a red bird", "a blue bird", "this bird has a red body and black wings", "a small blue bird"] * 4
+    inputs = batch_norm_calibration_inputs(captions, tokenizer, clip_model, generator.config.z_dim, batch_size=16)
+    assert len(inputs) == 1
+
+    # each norm's inputs in training mode (batch statistics), recorded on a copy: what the recomputation sees
+    recorder = copy.deepcopy(generator).train()
+    seen = {}
+    for name, module in recorder.named_modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.register_forward_pre_hook(lambda m, args, name=name: seen.__setitem__(name, args[0].detach()))
+    with torch.no_grad():
+        recorder(**inputs[0])
+    norms = {name: m for name, m in generator.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert len(seen) == len(norms) > 5
+
+    def fits(name):
+        features = seen[name].float().transpose(0, 1).flatten(1)  # (C, B*H*W)
+        norm = norms[name]
+        return torch.allclose(norm.running_mean, features.mean(1), atol=1e-4, rtol=1e-3) and torch.allclose(
+            norm.running_var, features.var(1), atol=1e-4, rtol=1e-3
+        )
+
+    assert not any(fits(name) for name in norms)
+    recompute_batch_norm_statistics(generator, inputs)
+    assert all(fits(name) for name in norms) and not generator.training
+
+
+def test_batch_norm_calibration_inputs_are_repeatable_and_leave_the_random_state(tokenizer, clip_model):
+    captions = ["a red bird", "a blue bird", "a small blue bird", "a red bird", "a blue bird"]
+    torch.manual_seed(123)
+    inputs = batch_norm_calibration_inputs(captions, tokenizer, clip_model, z_dim=10, batch_size=2, seed=7)
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    torch.testing.assert_close(torch.rand(3), after)  # the noise comes from its own generator
+
+    assert [len(batch["noise"]) for batch in inputs] == [2, 2, 1]
+    assert inputs[0]["noise"].shape == (2, 10) and inputs[0]["sentence_embeds"].shape == (2, TINY_TEXT_DIM)
+    assert inputs[0]["word_embeds"].shape[:2] == inputs[0]["word_mask"].shape
+    again = batch_norm_calibration_inputs(captions, tokenizer, clip_model, z_dim=10, batch_size=2, seed=7)
+    other = batch_norm_calibration_inputs(captions, tokenizer, clip_model, z_dim=10, batch_size=2, seed=8)
+    assert all(torch.equal(a["noise"], b["noise"]) for a, b in zip(inputs, again))
+    assert not torch.equal(inputs[0]["noise"], other[0]["noise"])
+    # the same caption in another batch (padded to another length) gets the same vectors
+    torch.testing.assert_close(inputs[1]["sentence_embeds"][1], inputs[0]["sentence_embeds"][0], atol=1e-5, rtol=1e-4)
+
+    with pytest.raises(ValueError, match="`captions` is empty"):
+        batch_norm_calibration_inputs([], tokenizer, clip_model, z_dim=10)
+    with pytest.raises(ValueError, match="`batch_size` must be a positive integer, got 0"):
+        batch_norm_calibration_inputs(captions, tokenizer, clip_model, z_dim=10, batch_size=0)

@@ -8,7 +8,7 @@ L_G1, G2 that of L_G2_total and G3 that of L_G3_total: one backward pass, three 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -249,6 +249,75 @@ def training_step(
     return logs
 
 
+@torch.no_grad()
+def batch_norm_calibration_inputs(
+    captions: Sequence[str],
+    tokenizer,
+    text_model: nn.Module,
+    z_dim: int,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """
+    Generator keyword arguments for `recompute_batch_norm_statistics`: `captions` encoded by `text_model` (the frozen
+    CLIP_FT, in fp32 as the pipeline encodes) in batches of `batch_size`, each with its own Gaussian noise drawn from a
+    generator seeded with `seed` (the global random state is left alone, so training does not depend on whether
+    or when statistics are recomputed).
+    """
+    if len(captions) == 0:
+        raise ValueError("`captions` is empty: batch-norm statistics need at least one caption.")
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    noise_generator = torch.Generator().manual_seed(seed)
+    inputs = []
+    for start in range(0, len(captions), batch_size):
+        chunk = list(captions[start : start + batch_size])
+        tokens = tokenizer(chunk, padding=True, truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt")
+        text = encode_text(text_model, tokens.input_ids.to(device), tokens.attention_mask.to(device))
+        noise = torch.randn(len(chunk), z_dim, generator=noise_generator).to(device)
+        inputs.append(
+            {
+                "noise": noise,
+                "sentence_embeds": text.sentence_embeds.float(),
+                "word_embeds": text.word_embeds.float(),
+                "word_mask": text.word_mask,
+            }
+        )
+    return inputs
+
+
+@torch.no_grad()
+def recompute_batch_norm_statistics(model: nn.Module, inputs: Iterable[Mapping[str, torch.Tensor]]) -> int:
+    """
+    BigGAN's "standing statistics": every batch norm of `model` forgets its running mean and variance and recomputes
+    them as the plain average over the batches of `inputs` (keyword arguments of `model`), run in training mode without
+    gradients; weights are untouched and the model's train / eval mode is restored. Returns the number of batches.
+
+    What it is for: a batch norm's running statistics belong to the weights that produced its inputs. An exponential
+    moving average of a generator's weights computes other activations than the generator it averages, so the
+    statistics it copies from that generator mis-normalise them.
+    """
+    inputs = list(inputs)
+    if not inputs:
+        raise ValueError("`inputs` is empty: batch-norm statistics need at least one batch.")
+    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    was_training = model.training
+    try:
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average over the batches
+        model.train()
+        for kwargs in inputs:
+            model(**kwargs)
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        model.train(was_training)
+    return len(inputs)
+
+
 # CPU flags (Linux `/proc/cpuinfo`) of the instructions that make bf16 autocast pay on a CPU: AVX512-BF16 dot products,
 # AMX tiles. Without them oneDNN emulates bf16 and a step is slower than in fp32 (docs/performance.md).
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -290,6 +359,7 @@ __all__ = [
     "BF16_CPU_FLAGS",
     "MIXED_PRECISIONS",
     "NonFiniteLossError",
+    "batch_norm_calibration_inputs",
     "build_optimizers",
     "cpu_bf16_flags",
     "discriminate",
@@ -298,6 +368,7 @@ __all__ = [
     "level_conditions",
     "mismatched_text",
     "real_images_per_level",
+    "recompute_batch_norm_statistics",
     "resolve_mixed_precision",
     "training_step",
 ]
