@@ -19,7 +19,7 @@ from torch import nn
 
 from .augmentation import augment_for_discriminator
 from .configuration_stagegan import StageGANConfig
-from .encoders import TextFeatures, encode_images, encode_text
+from .encoders import TextFeatures, encode_images, encode_text, tokenize_prompts
 from .losses import (
     clip_ft_loss,
     discriminator_loss,
@@ -273,7 +273,7 @@ def batch_norm_calibration_inputs(
     inputs = []
     for start in range(0, len(captions), batch_size):
         chunk = list(captions[start : start + batch_size])
-        tokens = tokenizer(chunk, padding=True, truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt")
+        tokens = tokenize_prompts(tokenizer, chunk)
         text = encode_text(text_model, tokens.input_ids.to(device), tokens.attention_mask.to(device))
         noise = torch.randn(len(chunk), z_dim, generator=noise_generator).to(device)
         inputs.append(
@@ -287,12 +287,24 @@ def batch_norm_calibration_inputs(
     return inputs
 
 
-@torch.no_grad()
+class _KeywordBatches(nn.Module):
+    """Calls `model(**batch)`: `torch.optim.swa_utils.update_bn` passes each batch as one positional argument."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.train(model.training)  # update_bn restores the mode it finds here
+
+    def forward(self, batch: Mapping[str, torch.Tensor]):
+        return self.model(**batch)
+
+
 def recompute_batch_norm_statistics(model: nn.Module, inputs: Iterable[Mapping[str, torch.Tensor]]) -> int:
     """
     BigGAN's "standing statistics": every batch norm of `model` forgets its running mean and variance and recomputes
     them as the plain average over the batches of `inputs` (keyword arguments of `model`), run in training mode without
-    gradients; weights are untouched and the model's train / eval mode is restored. Returns the number of batches.
+    gradients (`torch.optim.swa_utils.update_bn`); weights are untouched and the model's train / eval mode is restored.
+    Returns the number of batches.
 
     What it is for: a batch norm's running statistics belong to the weights that produced its inputs. An exponential
     moving average of a generator's weights computes other activations than the generator it averages, so the
@@ -301,20 +313,7 @@ def recompute_batch_norm_statistics(model: nn.Module, inputs: Iterable[Mapping[s
     inputs = list(inputs)
     if not inputs:
         raise ValueError("`inputs` is empty: batch-norm statistics need at least one batch.")
-    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
-    momenta = [norm.momentum for norm in norms]
-    was_training = model.training
-    try:
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # cumulative average over the batches
-        model.train()
-        for kwargs in inputs:
-            model(**kwargs)
-    finally:
-        for norm, momentum in zip(norms, momenta):
-            norm.momentum = momentum
-        model.train(was_training)
+    torch.optim.swa_utils.update_bn(inputs, _KeywordBatches(model))
     return len(inputs)
 
 
