@@ -1,4 +1,5 @@
-"""Where the evaluation models (the SynthBirds judge, the offline evaluation CLIP) are kept once built.
+"""Where the evaluation models (the SynthBirds judge, the offline evaluation CLIP) are kept once built, and the SynthBirds
+base CLIP that the training script fine-tunes (`hf_stagegan.base_clip`), which is built and cached the same way.
 
 `evaluation_cache_dir()` is, in order: the `cache_dir` argument, `$HF_STAGEGAN_CACHE`, or `$HF_HOME/hf_stagegan`
 (`~/.cache/huggingface/hf_stagegan` by default), so that deleting the HF cache removes them too. Each model lives in
@@ -16,14 +17,20 @@ every report records the sha256 of the models it used.
 from __future__ import annotations
 
 import inspect
+import json
+import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from huggingface_hub import constants
+
+logger = logging.getLogger(__name__)
 
 
 def evaluation_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -73,6 +80,55 @@ def build_atomically(
     return folder
 
 
+def build_cached_model(
+    folder: Path,
+    report_name: str,
+    train: Callable[[], Any],
+    measure: Callable[[Any], dict],
+    save: Callable[[Any, Path], None],
+    report: dict,
+    description: str,
+    overwrite: bool = False,
+) -> Path:
+    """
+    Builds a model into the cache once, with its JSON report (what the judge, the evaluation CLIP and the base CLIP
+    share): `train()` returns the model (timed), `measure(model)` the report's measured fields, `save(model, staging)`
+    writes it; the report is `report`, then `train_seconds`, the measured fields, torch's version and the thread count,
+    written last as `report_name` (the marker of a complete build). Atomic and on `BUILD_THREADS` (`build_atomically`).
+    An existing build is kept unless `overwrite`. Returns `folder`.
+    """
+    if (folder / report_name).is_file() and not overwrite:
+        return folder
+
+    def build(staging: Path):
+        start = time.perf_counter()
+        model = train()
+        train_seconds = time.perf_counter() - start
+        measured = measure(model)
+        save(model, staging)
+        full = {
+            **report, "train_seconds": round(train_seconds, 1), **measured,
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+        }
+        (staging / report_name).write_text(json.dumps(full, indent=2))
+        logger.info(f"{description}: {measured} (trained in {train_seconds:.0f} s)")
+
+    return build_atomically(folder, build, report_name, overwrite=overwrite)
+
+
+def ensure_built(
+    folder: Path, report_name: str, build: Callable[[], Path], build_if_missing: bool, missing: str, description: str
+) -> Path:
+    """`folder` once it holds a complete build: built by `build()` first when missing, or, with `build_if_missing=False`,
+    a `FileNotFoundError` with the message `missing` (which names the command that builds it)."""
+    if not (folder / report_name).is_file():
+        if not build_if_missing:
+            raise FileNotFoundError(missing)
+        logger.info(f"Building {description} (once; cached in {folder})")
+        build()
+    return folder
+
+
 def recipe_of(function: Callable, overrides: dict) -> dict:
     """The keyword arguments `function` ran with: its defaults updated by `overrides` (what a build report records)."""
     defaults = {
@@ -83,4 +139,4 @@ def recipe_of(function: Callable, overrides: dict) -> dict:
     return {k: v for k, v in {**defaults, **overrides}.items() if k != "progress"}
 
 
-__all__ = ["BUILD_THREADS", "build_atomically", "evaluation_cache_dir", "recipe_of"]
+__all__ = ["BUILD_THREADS", "build_atomically", "build_cached_model", "ensure_built", "evaluation_cache_dir", "recipe_of"]

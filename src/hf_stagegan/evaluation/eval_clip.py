@@ -11,10 +11,8 @@ caches it (`evaluation.cache`); `load_eval_clip` loads it, building it first whe
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 from pathlib import Path
 
 import torch
@@ -24,7 +22,7 @@ from ..clip_finetuning import SMALL_CLIP, finetune_clip
 from ..data import all_captions, build_dataloader
 from ..data.synthbirds import load_synthbirds
 from ..encoders import build_clip_from_scratch, train_clip_tokenizer
-from .cache import build_atomically, evaluation_cache_dir, recipe_of
+from .cache import build_cached_model, ensure_built, evaluation_cache_dir, recipe_of
 from .metrics import clip_image_embeddings, clip_text_embeddings, r_precision
 
 logger = logging.getLogger(__name__)
@@ -84,29 +82,21 @@ def build_eval_clip(
     saves model, tokenizer and `eval_clip_report.json` into the cache (`eval_clip_folder`). Returns the folder; an
     existing one is kept unless `overwrite=True`.
     """
-    folder = eval_clip_folder(cache_dir)
-    if (folder / EVAL_CLIP_REPORT_NAME).is_file() and not overwrite:
-        return folder
+    data_seed = train_kwargs.get("data_seed", EVAL_CLIP_DATA_SEED)
+    report = {"recipe_version": EVAL_CLIP_RECIPE_VERSION, "recipe": recipe_of(train_eval_clip, train_kwargs)}
+    return build_cached_model(
+        eval_clip_folder(cache_dir), EVAL_CLIP_REPORT_NAME,
+        train=lambda: train_eval_clip(**train_kwargs),
+        measure=lambda built: {"held_out_real_r_precision": real_r_precision(*built, num_test, data_seed)},
+        save=save_clip, report=report, description="Evaluation CLIP", overwrite=overwrite,
+    )
 
-    def build(staging: Path):
-        start = time.perf_counter()
-        clip_model, tokenizer = train_eval_clip(**train_kwargs)
-        train_seconds = time.perf_counter() - start
-        ceiling = real_r_precision(clip_model, tokenizer, num_test, train_kwargs.get("data_seed", EVAL_CLIP_DATA_SEED))
-        clip_model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        report = {
-            "recipe_version": EVAL_CLIP_RECIPE_VERSION,
-            "recipe": recipe_of(train_eval_clip, train_kwargs),
-            "train_seconds": round(train_seconds, 1),
-            "held_out_real_r_precision": ceiling,
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        }
-        (staging / EVAL_CLIP_REPORT_NAME).write_text(json.dumps(report, indent=2))
-        logger.info(f"Evaluation CLIP: R-precision on held-out real birds {ceiling} (trained in {train_seconds:.0f} s)")
 
-    return build_atomically(folder, build, EVAL_CLIP_REPORT_NAME, overwrite=overwrite)
+def save_clip(built: tuple, folder: Path) -> None:
+    """Saves a `(clip_model, tokenizer)` pair into `folder` (a CLIP folder `CLIPModel` / `AutoTokenizer` load)."""
+    clip_model, tokenizer = built
+    clip_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def load_eval_clip(
@@ -117,13 +107,11 @@ def load_eval_clip(
     missing, unless `build_if_missing=False`, which raises `FileNotFoundError` naming the command that builds it.
     """
     folder = eval_clip_folder(cache_dir)
-    if not (folder / EVAL_CLIP_REPORT_NAME).is_file():
-        if not build_if_missing:
-            raise FileNotFoundError(
-                f"No evaluation CLIP in {folder}. Build it with `hf-stagegan build-eval-clip` (minutes on a CPU)."
-            )
-        logger.info(f"Building the SynthBirds evaluation CLIP (once; cached in {folder})")
-        build_eval_clip(cache_dir)
+    missing = f"No evaluation CLIP in {folder}. Build it with `hf-stagegan build-eval-clip` (minutes on a CPU)."
+    ensure_built(
+        folder, EVAL_CLIP_REPORT_NAME, lambda: build_eval_clip(cache_dir), build_if_missing, missing,
+        "the SynthBirds evaluation CLIP",
+    )
     clip_model = CLIPModel.from_pretrained(folder).eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return (clip_model.to(device) if device is not None else clip_model), tokenizer

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from ..data.synthbirds import BEAK_COLORS, BEAK_LENGTHS, PALETTE, PART_IDS, SIZES, iter_birds, parse_caption
-from .cache import build_atomically, evaluation_cache_dir, recipe_of
+from .cache import build_cached_model, ensure_built, evaluation_cache_dir, recipe_of
 from .images import to_tensor
 
 logger = logging.getLogger(__name__)
@@ -508,30 +507,18 @@ def build_judge(
     saves both into the cache (`judge_folder`): `config.json`, `model.safetensors` and `judge_report.json` (accuracy,
     recipe, seeds, wall time). Returns the folder. An existing judge is kept unless `overwrite=True`.
     """
-    folder = judge_folder(resolution, cache_dir)
-    if (folder / JUDGE_REPORT_NAME).is_file() and not overwrite:
-        return folder
-
-    def build(staging: Path):
-        start = time.perf_counter()
-        judge = train_judge(resolution, **train_kwargs)
-        train_seconds = time.perf_counter() - start
-        accuracy = real_accuracy(judge, num_test)
-        judge.save_pretrained(staging)
-        report = {
-            "resolution": resolution,
-            "recipe_version": JUDGE_RECIPE_VERSION,
-            "recipe": recipe_of(train_judge, {"resolution": resolution, **train_kwargs}),
-            "train_seconds": round(train_seconds, 1),
-            "held_out_real_images": num_test,
-            "held_out_real_accuracy": accuracy,
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        }
-        (staging / JUDGE_REPORT_NAME).write_text(json.dumps(report, indent=2))
-        logger.info(f"SynthBirds judge {resolution}px: real held-out accuracy {accuracy} (trained in {train_seconds:.0f} s)")
-
-    return build_atomically(folder, build, JUDGE_REPORT_NAME, overwrite=overwrite)
+    report = {
+        "resolution": resolution,
+        "recipe_version": JUDGE_RECIPE_VERSION,
+        "recipe": recipe_of(train_judge, {"resolution": resolution, **train_kwargs}),
+    }
+    return build_cached_model(
+        judge_folder(resolution, cache_dir), JUDGE_REPORT_NAME,
+        train=lambda: train_judge(resolution, **train_kwargs),
+        measure=lambda judge: {"held_out_real_images": num_test, "held_out_real_accuracy": real_accuracy(judge, num_test)},
+        save=lambda judge, staging: judge.save_pretrained(staging),
+        report=report, description=f"SynthBirds judge {resolution}px", overwrite=overwrite,
+    )
 
 
 def load_judge(
@@ -546,14 +533,14 @@ def load_judge(
     `build_if_missing=False`, which raises `FileNotFoundError` naming the command that builds it.
     """
     folder = judge_folder(resolution, cache_dir)
-    if not (folder / JUDGE_REPORT_NAME).is_file():
-        if not build_if_missing:
-            raise FileNotFoundError(
-                f"No SynthBirds judge for {resolution} px in {folder}. Build it with `hf-stagegan build-judge "
-                f"--resolution {resolution}` (a few minutes on a CPU)."
-            )
-        logger.info(f"Building the SynthBirds judge for {resolution} px (once; cached in {folder})")
-        build_judge(resolution, cache_dir)
+    missing = (
+        f"No SynthBirds judge for {resolution} px in {folder}. Build it with `hf-stagegan build-judge "
+        f"--resolution {resolution}` (a few minutes on a CPU)."
+    )
+    ensure_built(
+        folder, JUDGE_REPORT_NAME, lambda: build_judge(resolution, cache_dir), build_if_missing, missing,
+        f"the SynthBirds judge for {resolution} px",
+    )
     judge = SynthBirdsJudge.from_pretrained(folder)
     return judge.to(device).eval() if device is not None else judge.eval()
 
