@@ -57,6 +57,8 @@ VARIANTS: dict[str, list[str]] = {
     "no_ema": ["--no-use_ema"],
     # the moving average with the batch-norm statistics it copies from the training generator, not recomputed
     "ema_copied_batch_norm": ["--ema_batch_norm_samples", "0"],
+    # CLIP_FT from a small random CLIP on the job's birds instead of from the SynthBirds base CLIP (hf_stagegan.base_clip)
+    "clip_from_scratch": ["--clip_from_scratch"],
 }
 # Variants that need no training of their own: the moving average and its batch-norm statistics never feed back into
 # training (validation and the recomputation draw their own seeded noise), so the generator these flags would have

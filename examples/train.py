@@ -40,6 +40,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from hf_stagegan import StageGANConfig, StageGANDiscriminator, StageGANGenerator, StageGANPipeline
+from hf_stagegan.base_clip import base_clip_folder, load_base_clip
 from hf_stagegan.checkpointing import (
     GeneratorEMA,
     list_checkpoints,
@@ -123,8 +124,20 @@ def parse_args(argv=None):
     )
 
     clip = parser.add_argument_group("CLIP_FT")
-    clip.add_argument("--clip_model_name_or_path", help="a (fine-tuned) CLIP; default: train a small one from scratch")
-    clip.add_argument("--clip_finetune_steps", type=int, help="CLIP_FT steps before the GAN (default: 600 from scratch, 0 for a given CLIP)")
+    clip.add_argument(
+        "--clip_model_name_or_path",
+        help="a (fine-tuned) CLIP by Hub id or folder; default: the SynthBirds base CLIP (built once and cached, "
+        "hf_stagegan.base_clip) on the built-in SynthBirds, a small CLIP trained from scratch on other data",
+    )
+    clip.add_argument(
+        "--clip_from_scratch", action="store_true",
+        help="start CLIP_FT from a small random CLIP (tokenizer trained on the captions) even on SynthBirds",
+    )
+    clip.add_argument(
+        "--clip_finetune_steps", type=int,
+        help="CLIP_FT steps before the GAN (default: 600 from scratch; 0 for a given CLIP and for the base CLIP, which "
+        "is trained on SynthBirds already)",
+    )
     clip.add_argument("--clip_learning_rate", type=float, default=5e-4)
     clip.add_argument("--clip_batch_size", type=int, default=32)
     clip.add_argument(
@@ -214,12 +227,23 @@ def parse_args(argv=None):
     if args.max_train_steps is None and args.num_train_epochs is None:
         # the main job: about 18 minutes on 2 CPU cores with bf16 instructions (1.3x longer in fp32; docs/results.md)
         args.max_train_steps = 2300
+    if args.clip_from_scratch and args.clip_model_name_or_path:
+        parser.error("give --clip_model_name_or_path or --clip_from_scratch, not both")
     if args.clip_finetune_steps is None:
-        args.clip_finetune_steps = 0 if args.clip_model_name_or_path else 600
+        args.clip_finetune_steps = 600 if uses_clip_from_scratch(args) else 0
     if args.mixed_precision is None:  # `accelerate launch` without a config sets "no": that too leaves the choice to auto
         configured = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
         args.mixed_precision = "auto" if configured == "no" else configured
     return args
+
+
+def uses_base_clip(args) -> bool:
+    """CLIP_FT starts from the SynthBirds base CLIP: no CLIP given, not told to start from scratch, built-in SynthBirds."""
+    return args.clip_model_name_or_path is None and not args.clip_from_scratch and not (args.dataset_name or args.train_data_dir)
+
+
+def uses_clip_from_scratch(args) -> bool:
+    return args.clip_model_name_or_path is None and not uses_base_clip(args)
 
 
 def check_output_dir(args, accelerator):
@@ -371,21 +395,30 @@ def main(argv=None):
     image_column, caption_column = check_columns(dataset, args.image_column, args.caption_column)
     transform = {**IMAGE_TRANSFORMS[args.image_transform], **({"random_flip": True} if args.random_flip else {})}
 
-    # 2. CLIP_FT: the matching model, fine-tuned (or trained from scratch) on the captions, then frozen
+    # 2. CLIP_FT: the matching model (on SynthBirds the cached base CLIP, else a given one or one from scratch),
+    # fine-tuned on the captions for --clip_finetune_steps, then frozen
     captions = all_captions(dataset, caption_column)
-    clip_model, tokenizer = load_or_build_clip(args.clip_model_name_or_path, captions)
+    if uses_base_clip(args):
+        with accelerator.main_process_first():  # the main process builds it (once, minutes; cached), the others load it
+            clip_model, tokenizer = load_base_clip()
+        logger.info(f"CLIP_FT starts from the SynthBirds base CLIP ({base_clip_folder()})")
+    else:
+        clip_model, tokenizer = load_or_build_clip(args.clip_model_name_or_path, captions)
     resumed_clip = output_dir / "clip"
     if args.resume_from_checkpoint and (resumed_clip / "config.json").is_file():
         clip_model, tokenizer = load_or_build_clip(str(resumed_clip))
         logger.info(f"Resuming with the CLIP_FT saved in {resumed_clip}")
-    elif args.clip_finetune_steps > 0:
-        clip_loader = build_dataloader(
-            dataset, tokenizer, clip_model.config.vision_config.image_size, args.clip_batch_size, seed=args.seed,
-            image_column=image_column, caption_column=caption_column, num_workers=args.dataloader_num_workers,
-            num_negatives=args.clip_num_negatives, **transform,
-        )
-        clip_model = finetune_clip(clip_model, clip_loader, accelerator, args.clip_finetune_steps, args.clip_learning_rate)
-        if accelerator.is_main_process:  # kept, so that a resumed run uses the same CLIP_FT
+    elif args.clip_finetune_steps > 0 or uses_base_clip(args):
+        if args.clip_finetune_steps > 0:
+            clip_loader = build_dataloader(
+                dataset, tokenizer, clip_model.config.vision_config.image_size, args.clip_batch_size, seed=args.seed,
+                image_column=image_column, caption_column=caption_column, num_workers=args.dataloader_num_workers,
+                num_negatives=args.clip_num_negatives, **transform,
+            )
+            clip_model = finetune_clip(clip_model, clip_loader, accelerator, args.clip_finetune_steps, args.clip_learning_rate)
+        # kept, so that a resumed run uses the same CLIP_FT (a base CLIP rebuilt on another machine may differ in its
+        # last bits)
+        if accelerator.is_main_process:
             clip_model.save_pretrained(resumed_clip)
             tokenizer.save_pretrained(resumed_clip)
     clip_model = clip_model.to(accelerator.device).eval().requires_grad_(False)

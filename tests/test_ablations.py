@@ -83,3 +83,18 @@ def test_report_only_tabulates_finished_runs_and_plots(tmp_path, capsys):
     assert "| full | 0 1 | 0.650 ± 0.050 |" in "\n".join(lines)
     assert "| end_to_end | 0 | 0.500 |" in "\n".join(lines)  # one seed: no std to show
     assert plot.stat().st_size > 0 and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_where_clip_ft_starts_and_how_long_it_trains_by_default():
+    """The main job starts from the SynthBirds base CLIP and trains the GAN against it as built (0 CLIP_FT steps); a
+    CLIP from scratch (asked for, or on other data) gets 600 steps; a given CLIP 0; an explicit count always wins."""
+    cases = [
+        ([], True, 0),
+        (["--clip_from_scratch"], False, 600),
+        (["--train_data_dir", "birds"], False, 600),
+        (["--clip_model_name_or_path", "openai/clip-vit-base-patch32"], False, 0),
+        (["--clip_finetune_steps", "300"], True, 300),
+    ]
+    for flags, base, steps in cases:
+        parsed = train.parse_args(flags)
+        assert (train.uses_base_clip(parsed), parsed.clip_finetune_steps) == (base, steps), flags

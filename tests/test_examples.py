@@ -17,10 +17,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
 from hf_stagegan import StageGANGenerator, StageGANPipeline
+from hf_stagegan.base_clip import base_clip_folder
 from hf_stagegan.checkpointing import list_checkpoints, resolve_checkpoint
 from hf_stagegan.cli import main as cli_main
-from hf_stagegan.data.synthbirds import build_synthbirds
-from hf_stagegan.encoders import clip_tokenizer_from_bpe, find_clip_bpe
+from hf_stagegan.clip_finetuning import SMALL_CLIP
+from hf_stagegan.data import all_captions
+from hf_stagegan.data.synthbirds import build_synthbirds, load_synthbirds
+from hf_stagegan.encoders import clip_tokenizer_from_bpe, find_clip_bpe, train_clip_tokenizer
 from hf_stagegan.training import resolve_mixed_precision
 
 from .fake_datasets import write_fake_cub
@@ -35,6 +38,11 @@ TINY = [
     "--validation_steps", "1000", "--checkpointing_steps", "2", "--evaluation_images", "0",
 ]
 
+TINY_BASE_CLIP = dict(
+    num_train=48, vision_pretrain_steps=2, max_train_steps=2, num_negatives=1, batch_size=16, resolution=32,
+    projection_dim=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, patch_size=8,
+)
+
 pytestmark = pytest.mark.slow
 try:
     BPE_AVAILABLE = bool(find_clip_bpe())
@@ -44,7 +52,9 @@ except FileNotFoundError:
 
 @pytest.fixture(scope="module")
 def evaluation_cache(tmp_path_factory):
-    """A tiny 32 px judge and evaluation CLIP, built by the real build functions, for the training script's evaluation."""
+    """A tiny 32 px judge and evaluation CLIP, built by the real build functions, for the training script's evaluation,
+    and a tiny SynthBirds base CLIP for its CLIP_FT to start from."""
+    from hf_stagegan.base_clip import build_base_clip
     from hf_stagegan.evaluation.eval_clip import build_eval_clip
     from hf_stagegan.evaluation.judge import build_judge
 
@@ -54,6 +64,7 @@ def evaluation_cache(tmp_path_factory):
         folder, num_test=100, num_train=64, max_train_steps=3, batch_size=16, projection_dim=16, hidden_size=32,
         num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8,
     )
+    build_base_clip(folder, num_test=10, **TINY_BASE_CLIP)
     return folder
 
 
@@ -116,6 +127,24 @@ def test_train_single_process_writes_a_loadable_pipeline(tmp_path):
     assert image.size == (32, 32)
     clip = CLIPModel.from_pretrained(out / "clip")
     assert clip.config.projection_dim == pipe.image_generator.config.text_embed_dim
+    # on SynthBirds, CLIP_FT started from the cached base CLIP: its tokenizer, its weights fine-tuned
+    base = base_clip_folder()
+    assert pipe.tokenizer.get_vocab() == AutoTokenizer.from_pretrained(base).get_vocab()
+    base_weights, tuned = safetensors_of(base), safetensors_of(out / "clip")
+    assert base_weights.keys() == tuned.keys() and any(not torch.equal(base_weights[k], tuned[k]) for k in tuned)
+
+
+def test_clip_from_scratch_trains_its_own_tokenizer_and_clip(tmp_path):
+    out = tmp_path / "out"
+    run([TRAIN, *TINY, "--max_train_steps", "1", "--clip_from_scratch", "--output_dir", str(out)], tmp_path)
+    birds = load_synthbirds(num_train=32, num_test=0, resolution=32)["train"]
+    expected = train_clip_tokenizer(all_captions(birds, "captions"), vocab_size=1000)
+    vocab = AutoTokenizer.from_pretrained(out / "clip").get_vocab()
+    assert vocab == expected.get_vocab() != AutoTokenizer.from_pretrained(base_clip_folder()).get_vocab()
+    assert CLIPModel.from_pretrained(out / "clip").config.vision_config.hidden_size == SMALL_CLIP["hidden_size"]
+    refused = run([TRAIN, *TINY, "--clip_from_scratch", "--clip_model_name_or_path", str(out / "clip"),
+                   "--output_dir", str(tmp_path / "other")], tmp_path, check=False)
+    assert refused.returncode == 2 and "--clip_model_name_or_path or --clip_from_scratch, not both" in refused.stderr
 
 
 def test_ablations_from_the_full_run_score_the_generators_their_flags_save(tmp_path):
