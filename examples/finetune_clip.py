@@ -24,6 +24,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from hf_stagegan.base_clip import PART_COLOR_COLUMNS
 from hf_stagegan.clip_finetuning import (
     SMALL_CLIP,
     clip_matching_losses,
@@ -38,11 +39,8 @@ from hf_stagegan.data import (
     check_columns,
     load_image_text_dataset,
 )
-from hf_stagegan.data.synthbirds import ATTRIBUTE_NAMES
 
 logger = logging.getLogger(__name__)
-# SynthBirds' part colours: what a caption names, and what the vision pretraining classifies by default
-PART_COLOR_COLUMNS = tuple(name for name in ATTRIBUTE_NAMES if name.endswith("_color"))
 
 
 def parse_args(argv=None):

@@ -20,7 +20,6 @@ follows its matcher, and the independent R-precision is the cross-check.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -35,10 +34,9 @@ from .evaluation.cache import build_cached_model, ensure_built, evaluation_cache
 from .evaluation.eval_clip import save_clip
 from .evaluation.metrics import part_swap_accuracy
 
-logger = logging.getLogger(__name__)
-
 BASE_CLIP_RECIPE_VERSION = 1
 BASE_CLIP_REPORT_NAME = "base_clip_report.json"
+# SynthBirds' part colours: what a caption names, and what the vision pretraining classifies by default
 PART_COLOR_COLUMNS = tuple(name for name in ATTRIBUTE_NAMES if name.endswith("_color"))
 
 
