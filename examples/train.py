@@ -40,7 +40,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from hf_stagegan import StageGANConfig, StageGANDiscriminator, StageGANGenerator, StageGANPipeline
-from hf_stagegan.base_clip import base_clip_folder, load_base_clip
+from hf_stagegan.base_clip import BASE_CLIP_REPORT_NAME, base_clip_folder, load_base_clip
 from hf_stagegan.checkpointing import (
     GeneratorEMA,
     list_checkpoints,
@@ -55,8 +55,15 @@ from hf_stagegan.data import IMAGE_TRANSFORMS, all_captions, build_dataloader, c
 from hf_stagegan.data.synthbirds import load_synthbirds
 from hf_stagegan.encoders import text_encoder_from_clip
 from hf_stagegan.evaluation import judge_attributes, load_judge
+from hf_stagegan.evaluation.cache import BackgroundBuild, is_built
 from hf_stagegan.evaluation.judge import JUDGE_RESOLUTIONS
-from hf_stagegan.evaluation.protocol import evaluate, generate_images, headline_metrics
+from hf_stagegan.evaluation.protocol import (
+    build_synthbirds_evaluation_models,
+    evaluate,
+    generate_images,
+    headline_metrics,
+    synthbirds_evaluation_models_built,
+)
 from hf_stagegan.hub import image_grid, push_folder_to_hub, save_stagegan_pipeline
 from hf_stagegan.training import (
     MIXED_PRECISIONS,
@@ -246,6 +253,24 @@ def uses_clip_from_scratch(args) -> bool:
     return args.clip_model_name_or_path is None and not uses_base_clip(args)
 
 
+def start_evaluation_build(args, accelerator, evaluates_on_synthbirds: bool) -> BackgroundBuild | None:
+    """
+    On a machine without the cached base CLIP, the judge and evaluation CLIP that the run needs later are built in a
+    second process while the main process builds the base CLIP: each build is one-thread (reproducible weights), so
+    on two or more cores the two overlap instead of queueing (on a fresh 2-core machine about 6 of the 20 minutes of
+    builds). Only the main process does this; elsewhere, or with everything cached, nothing starts (None).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not (accelerator.is_main_process and evaluates_on_synthbirds and uses_base_clip(args) and (cores or 1) >= 2):
+        return None
+    if is_built(base_clip_folder(), BASE_CLIP_REPORT_NAME) or synthbirds_evaluation_models_built(args.resolution):
+        return None
+    return BackgroundBuild(
+        build_synthbirds_evaluation_models, args.resolution,
+        description=f"the SynthBirds judge ({args.resolution} px) and evaluation CLIP",
+    )
+
+
 def check_output_dir(args, accelerator):
     """A second run into a used folder must say so, not overwrite it silently nor fail later on a clash."""
     output_dir = Path(args.output_dir)
@@ -398,6 +423,11 @@ def main(argv=None):
     # 2. CLIP_FT: the matching model (on SynthBirds the cached base CLIP, else a given one or one from scratch),
     # fine-tuned on the captions for --clip_finetune_steps, then frozen
     captions = all_captions(dataset, caption_column)
+    side = args.resolution
+    evaluates_on_synthbirds = bool(
+        not (args.dataset_name or args.train_data_dir) and side in JUDGE_RESOLUTIONS and args.evaluation_images
+    )
+    evaluation_build = start_evaluation_build(args, accelerator, evaluates_on_synthbirds)
     if uses_base_clip(args):
         with accelerator.main_process_first():  # the main process builds it (once, minutes; cached), the others load it
             clip_model, tokenizer = load_base_clip()
@@ -426,9 +456,10 @@ def main(argv=None):
     # 3. the three-level GAN: six optimizers (claim 8), optional EMA
     config = build_config(args, clip_model.config.projection_dim)
     # the SynthBirds judge (trained on real birds only; built once and cached) scores validation images
-    judge, judge_captions, side = None, None, config.stage_resolutions[-1]
-    synthbirds_run = not (args.dataset_name or args.train_data_dir) and side in JUDGE_RESOLUTIONS
-    if synthbirds_run and args.evaluation_images and accelerator.is_main_process:
+    judge, judge_captions = None, None
+    if evaluation_build is not None:
+        evaluation_build.wait()
+    if evaluates_on_synthbirds and accelerator.is_main_process:
         judge = load_judge(side, device=accelerator.device)
         judge_captions = load_synthbirds(num_train=1, num_test=VALIDATION_JUDGE_IMAGES, resolution=side)["test"]["text"]
     generator, discriminator = StageGANGenerator(config), StageGANDiscriminator(config)

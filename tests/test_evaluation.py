@@ -175,3 +175,42 @@ def test_builds_run_on_one_thread_and_give_the_same_model_whatever_the_caller_us
         torch.set_num_threads(caller)
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_a_background_build_makes_the_same_model_as_a_foreground_one_and_leaves_this_process_alone(tmp_path):
+    from safetensors.torch import load_file
+
+    from hf_stagegan.evaluation.cache import BackgroundBuild
+    from hf_stagegan.evaluation.judge import build_judge
+
+    kwargs = dict(num_test=20, num_train=64, max_train_steps=4, batch_size=16, channels=8, progress=False)
+    torch.manual_seed(0)
+    expected_draw = torch.rand(4)
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    build = BackgroundBuild(build_judge, 32, tmp_path / "background", description="a tiny judge", **kwargs)
+    foreground = build_judge(32, tmp_path / "foreground", **kwargs)  # meanwhile, here
+    assert build.wait() is True and build.process.exitcode == 0
+    background = tmp_path / "background" / foreground.name
+    assert json.loads((background / "judge_report.json").read_text())["threads"] == 1
+    weights = load_file(background / "model.safetensors")
+    reference = load_file(foreground / "model.safetensors")
+    assert weights.keys() == reference.keys() and all(torch.equal(weights[k], reference[k]) for k in weights)
+    # this process's random stream and thread count are as they were (the foreground build forks and restores them)
+    assert torch.equal(torch.rand(4), expected_draw) and torch.get_num_threads() == threads
+
+
+def test_a_failed_or_killed_background_build_is_reported_and_leaves_no_model(tmp_path, caplog):
+    from hf_stagegan.evaluation.cache import BackgroundBuild
+    from hf_stagegan.evaluation.judge import build_judge, judge_folder
+
+    failing = BackgroundBuild(build_judge, 48, tmp_path, description="a judge for 48 px")  # no judge reads 48 px
+    with caplog.at_level("WARNING", logger="hf_stagegan.evaluation.cache"):
+        assert failing.wait() is False
+    assert failing.process.exitcode not in (0, None)
+    assert "a judge for 48 px failed" in caplog.text and "built in this process when it is needed" in caplog.text
+
+    killed = BackgroundBuild(build_judge, 32, tmp_path, description="a judge, killed", progress=False)
+    killed.process.terminate()  # as when the training run that started it dies: the child is a daemon
+    assert killed.wait() is False
+    assert not judge_folder(32, tmp_path).exists()  # built atomically: never half a model in the cache

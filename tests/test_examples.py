@@ -4,6 +4,7 @@ checkpoint + resume, a kill while a checkpoint is written, faults, bad data, and
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -380,6 +381,40 @@ def test_push_to_hub_uploads_the_result(tmp_path, monkeypatch, fresh_accelerate_
     assert not folders & {"checkpoint-2", "logs", "validation"}
     assert not [path for path in commit.files if path.endswith((".bin", ".pkl", ".pt"))]
     assert Image.open(out / "samples.png").size[0] > 0
+
+
+def test_judge_and_evaluation_clip_build_in_a_second_process_only_beside_a_base_clip_build(
+    tmp_path, monkeypatch, evaluation_cache, fresh_accelerate_state
+):
+    from accelerate import Accelerator
+
+    from hf_stagegan.base_clip import base_clip_folder
+    from hf_stagegan.evaluation.judge import judge_folder
+
+    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    accelerator = Accelerator(cpu=True)
+    evaluating = train.parse_args([*TINY, "--evaluation_images", "8"])
+    assert train.start_evaluation_build(evaluating, accelerator, True) is None  # the fixture's cache has the base CLIP
+
+    partial = tmp_path / "cache-without-base-clip"  # judge and evaluation CLIP cached, base CLIP missing
+    shutil.copytree(evaluation_cache, partial, ignore=shutil.ignore_patterns(base_clip_folder(evaluation_cache).name))
+    monkeypatch.setenv("HF_STAGEGAN_CACHE", str(partial))
+    assert train.start_evaluation_build(evaluating, accelerator, True) is None  # nothing to build beside it
+
+    empty = tmp_path / "empty-cache"
+    monkeypatch.setenv("HF_STAGEGAN_CACHE", str(empty))
+    for args in (train.parse_args([*TINY, "--clip_from_scratch"]), train.parse_args([*TINY, "--dataset_name", "x"])):
+        assert train.start_evaluation_build(args, accelerator, True) is None  # no base CLIP to build
+    assert train.start_evaluation_build(evaluating, accelerator, False) is None  # nothing evaluated on SynthBirds
+    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert train.start_evaluation_build(evaluating, accelerator, True) is None  # one core: nothing to overlap
+    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    build = train.start_evaluation_build(evaluating, accelerator, True)  # a fresh machine: the real builds start
+    assert build is not None and build.process.is_alive() and "32 px" in build.description
+    build.process.terminate()  # a full judge and evaluation CLIP take minutes; the builds themselves are tested elsewhere
+    assert build.wait() is False and not judge_folder(32, empty).exists()
 
 
 def test_train_two_steps_on_a_prepared_cub_folder(tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import time
@@ -80,6 +81,11 @@ def build_atomically(
     return folder
 
 
+def is_built(folder: Path, report_name: str) -> bool:
+    """Whether `folder` holds a complete build: its report (written last) is there."""
+    return (folder / report_name).is_file()
+
+
 def build_cached_model(
     folder: Path,
     report_name: str,
@@ -97,7 +103,7 @@ def build_cached_model(
     written last as `report_name` (the marker of a complete build). Atomic and on `BUILD_THREADS` (`build_atomically`).
     An existing build is kept unless `overwrite`. Returns `folder`.
     """
-    if (folder / report_name).is_file() and not overwrite:
+    if is_built(folder, report_name) and not overwrite:
         return folder
 
     def build(staging: Path):
@@ -121,12 +127,41 @@ def ensure_built(
 ) -> Path:
     """`folder` once it holds a complete build: built by `build()` first when missing, or, with `build_if_missing=False`,
     a `FileNotFoundError` with the message `missing` (which names the command that builds it)."""
-    if not (folder / report_name).is_file():
+    if not is_built(folder, report_name):
         if not build_if_missing:
             raise FileNotFoundError(missing)
         logger.info(f"Building {description} (once; cached in {folder})")
         build()
     return folder
+
+
+class BackgroundBuild:
+    """
+    Runs `target(*args, **kwargs)` (a module-level function that builds cached models, e.g. `build_judge`) in a second process
+    while this one goes on, so that two one-thread builds use two cores: the training script builds the judge and the
+    evaluation CLIP this way while it builds the base CLIP itself. The child is a fresh interpreter (`spawn`), so it
+    inherits no random state, and each build inside it runs on `BUILD_THREADS` as always: the same weights as a build
+    in the foreground. A daemon: it dies with this process (a build it leaves unfinished leaves no model behind,
+    `build_atomically`). `wait()` joins it; a failed build is logged, not raised, since whoever loads the model later
+    builds it then.
+    """
+
+    def __init__(self, target: Callable[..., Any], *args: Any, description: str, **kwargs: Any):
+        self.description = description
+        context = multiprocessing.get_context("spawn")
+        self.process = context.Process(target=target, args=args, kwargs=kwargs, daemon=True)
+        self.process.start()
+        logger.info(f"Building {description} in a second process (pid {self.process.pid})")
+
+    def wait(self) -> bool:
+        """Blocks until the build has finished; `True` if it succeeded."""
+        self.process.join()
+        if self.process.exitcode != 0:
+            logger.warning(
+                f"The background build of {self.description} failed (exit code {self.process.exitcode}); "
+                "it is built in this process when it is needed"
+            )
+        return self.process.exitcode == 0
 
 
 def recipe_of(function: Callable, overrides: dict) -> dict:

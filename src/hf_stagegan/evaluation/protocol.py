@@ -505,6 +505,30 @@ def _fid(extractor, real, fake, judge, eval_clip, inception_weights, device, emb
     return {"value": value, "feature_extractor": extractor, "resolution": size}
 
 
+def synthbirds_evaluation_models_built(resolution: int = 64, cache_dir: str | os.PathLike | None = None) -> bool:
+    """Whether the cache holds what `evaluate` loads on SynthBirds at `resolution`: its judge and the evaluation CLIP."""
+    from .cache import is_built
+    from .eval_clip import EVAL_CLIP_REPORT_NAME, eval_clip_folder
+    from .judge import JUDGE_REPORT_NAME, judge_folder
+
+    return is_built(judge_folder(resolution, cache_dir), JUDGE_REPORT_NAME) and is_built(
+        eval_clip_folder(cache_dir), EVAL_CLIP_REPORT_NAME
+    )
+
+
+def build_synthbirds_evaluation_models(resolution: int = 64, cache_dir: str | os.PathLike | None = None) -> None:
+    """
+    Builds into the cache, where missing, what `evaluate` loads on SynthBirds at `resolution`: the judge for it, then
+    the evaluation CLIP (each once, on one thread; `build_judge`, `build_eval_clip`). The training script runs it in a
+    second process (`cache.BackgroundBuild`) while it builds the base CLIP.
+    """
+    from .eval_clip import build_eval_clip
+    from .judge import build_judge
+
+    build_judge(resolution, cache_dir)
+    build_eval_clip(cache_dir)
+
+
 def headline_metrics(report: dict) -> list[dict]:
     """
     The report's main figures as rows `{"type", "name", "value"}` (`type` is a metric id for the Hub's model-index,
@@ -555,4 +579,14 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-__all__ = ["METRICS", "evaluate", "generate_images", "headline_metrics", "load_captioned_images", "parse_metrics", "write_report"]
+__all__ = [
+    "METRICS",
+    "build_synthbirds_evaluation_models",
+    "evaluate",
+    "generate_images",
+    "headline_metrics",
+    "load_captioned_images",
+    "parse_metrics",
+    "synthbirds_evaluation_models_built",
+    "write_report",
+]
