@@ -59,6 +59,10 @@ VARIANTS: dict[str, list[str]] = {
     "ema_copied_batch_norm": ["--ema_batch_norm_samples", "0"],
     # CLIP_FT from a small random CLIP on the job's birds instead of from the SynthBirds base CLIP (hf_stagegan.base_clip)
     "clip_from_scratch": ["--clip_from_scratch"],
+    # D1 twice as wide (64 channels) and without spectral norm; D2 and D3 as in the main job
+    "wide_d1_without_spectral_norm": [
+        "--discriminator_channels", "64", "32", "32", "--discriminator_spectral_norm", "false", "true", "true",
+    ],
 }
 # Variants that need no training of their own: the moving average and its batch-norm statistics never feed back into
 # training (validation and the recomputation draw their own seeded noise), so the generator these flags would have

@@ -108,7 +108,14 @@ def parse_args(argv=None):
     )
     model.add_argument("--resolution", type=int, default=64, help="side of x3; x1 and x2 are 1/4 and 1/2 of it")
     model.add_argument("--generator_channels", type=int, default=32)
-    model.add_argument("--discriminator_channels", type=int, default=32)
+    model.add_argument(
+        "--discriminator_channels", type=int, nargs="+", default=[32],
+        help="one width for D1, D2 and D3, or three (D1 D2 D3)",
+    )
+    model.add_argument(
+        "--discriminator_spectral_norm", nargs="+", choices=["true", "false"], default=["true"],
+        help="spectral norm in D1, D2 and D3: one value for all, or three (D1 D2 D3)",
+    )
     model.add_argument("--fusion_type", default="attention", choices=["attention", "memory"])
     model.add_argument("--stage_gradient", default="isolated", choices=["isolated", "end_to_end"])
     model.add_argument(
@@ -222,6 +229,14 @@ def parse_args(argv=None):
         parser.error(f"--discriminator_augmentation names a transformation twice: {args.discriminator_augmentation}")
     if not isinstance(args.config_overrides, dict):
         parser.error(f"--config_overrides must be a JSON object of StageGANConfig fields, got {args.config_overrides!r}")
+    if len(args.discriminator_channels) not in (1, 3) or min(args.discriminator_channels) < 1:
+        parser.error(f"--discriminator_channels takes one width >= 1 or three (D1 D2 D3), got {args.discriminator_channels}")
+    if len(args.discriminator_channels) == 1:
+        args.discriminator_channels = args.discriminator_channels[0]
+    if len(args.discriminator_spectral_norm) not in (1, 3):
+        parser.error(f"--discriminator_spectral_norm takes one value or three (D1 D2 D3), got {args.discriminator_spectral_norm}")
+    spectral_norm = [value == "true" for value in args.discriminator_spectral_norm]
+    args.discriminator_spectral_norm = spectral_norm[0] if len(spectral_norm) == 1 else spectral_norm
     unknown = sorted(set(args.config_overrides) - set(StageGANConfig().to_dict()))
     if unknown:
         parser.error(f"--config_overrides names unknown StageGANConfig fields {unknown}")
@@ -316,6 +331,7 @@ def _base_config(args, text_embed_dim):
         stage_resolutions=[side // 4, side // 2, side],
         generator_channels=args.generator_channels,
         discriminator_channels=args.discriminator_channels,
+        discriminator_spectral_norm=args.discriminator_spectral_norm,
         text_embed_dim=text_embed_dim,
         fusion_type=args.fusion_type,
         stage_gradient=args.stage_gradient,

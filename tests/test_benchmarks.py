@@ -132,3 +132,24 @@ def test_plot_training_logs_names_a_run_without_logs(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode != 0 and "no TensorBoard event file under" in result.stderr and "--report_to tensorboard" in result.stderr
+
+
+@pytest.mark.slow
+def test_level1_gan_learns_and_reports_its_distance_to_real_birds_against_the_floor(tmp_path):
+    from hf_stagegan.evaluation.judge import build_judge
+
+    cache = tmp_path / "cache"
+    build_judge(32, cache, num_test=20, num_train=64, max_train_steps=3, batch_size=16, channels=4, progress=False)
+    tiny = ["--resolution", "32", "--num_train", "64", "--num_images", "64", "--generator_channels", "8",
+            "--discriminator_channels", "8", "--judge_resolution", "32", "--cache_dir", str(cache)]
+    [untrained] = run_benchmark("level1_gan.py", *tiny, "--steps", "0", "--out", str(tmp_path / "untrained"), cwd=tmp_path)
+    [trained] = run_benchmark("level1_gan.py", *tiny, "--steps", "150", "--no_spectral_norm", "--out",
+                              str(tmp_path / "trained"), cwd=tmp_path)
+    assert untrained["floor"] == trained["floor"] > 0  # the same two real sets
+    for report in (untrained, trained):
+        assert report["ratio"] == pytest.approx(report["fd"] / report["floor"])
+        assert json.loads((tmp_path / f"{'trained' if report is trained else 'untrained'}.json").read_text()) == report
+    assert trained["no_spectral_norm"] is True and untrained["no_spectral_norm"] is False
+    assert trained["fd"] < 0.8 * untrained["fd"]  # 150 steps of L_D1 / L_G1 move x1 towards real birds
+    # two rows of generated x1 over two rows of real ones, 8 a row, each 8 px cell drawn 4x
+    assert Image.open(tmp_path / "trained.png").size == (8 * 32, 4 * 32)

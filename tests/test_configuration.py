@@ -29,6 +29,19 @@ def test_json_round_trip_and_auto_config(tmp_path):
     assert loaded.to_diff_dict() == config.to_diff_dict()
 
 
+def test_discriminator_width_and_spectral_norm_per_level(tmp_path):
+    config = StageGANConfig(discriminator_channels=(64, 32, 32), discriminator_spectral_norm=(False, True, True))
+    assert config.discriminator_channels == [64, 32, 32]  # kept as the list JSON gives back
+    assert [config.level_discriminator_channels(k) for k in (1, 2, 3)] == [64, 32, 32]
+    assert [config.level_discriminator_spectral_norm(k) for k in (1, 2, 3)] == [False, True, True]
+    config.save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).to_diff_dict() == config.to_diff_dict()
+    plain = StageGANConfig(discriminator_channels=48)
+    assert [plain.level_discriminator_channels(k) for k in (1, 2, 3)] == [48, 48, 48]
+    with pytest.raises(ValueError, match="`level` must be 1, 2 or 3, got 0"):
+        plain.level_discriminator_channels(0)
+
+
 @pytest.mark.parametrize(
     "field, value, expected",
     [
@@ -43,6 +56,9 @@ def test_json_round_trip_and_auto_config(tmp_path):
         ("damsm_gamma2", 0.0, "`damsm_gamma2` must be a number > 0.0, got 0.0"),
         ("damsm_gamma1", float("nan"), "`damsm_gamma1` must be a number > 0.0, got nan"),
         ("discriminator_spectral_norm", "yes", "`discriminator_spectral_norm` must be a bool, got 'yes'"),
+        ("discriminator_spectral_norm", [False, True, "no"], "`discriminator_spectral_norm[2]` must be a bool, got 'no'"),
+        ("discriminator_channels", [64, 32], "`discriminator_channels` must be one value or a list of 3 (D1, D2, D3), got [64, 32]"),
+        ("discriminator_channels", [64, 0, 32], "`discriminator_channels[1]` must be an int >= 1, got 0"),
         ("stage_resolutions", [64, 128], "`stage_resolutions` must be a list of 3 ints"),
         ("stage_resolutions", [20, 40, 80], "`stage_resolutions[0]` must be a multiple of 8"),
         ("stage_resolutions", [24, 48, 96], "`stage_resolutions[0]` must be a power of two"),

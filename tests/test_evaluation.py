@@ -177,7 +177,9 @@ def test_builds_run_on_one_thread_and_give_the_same_model_whatever_the_caller_us
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
-def test_a_background_build_makes_the_same_model_as_a_foreground_one_and_leaves_this_process_alone(tmp_path):
+def test_a_background_build_makes_the_same_model_as_a_foreground_one_and_leaves_this_process_alone(
+    tmp_path, caplog, capfd
+):
     from safetensors.torch import load_file
 
     from hf_stagegan.evaluation.cache import BackgroundBuild
@@ -188,9 +190,12 @@ def test_a_background_build_makes_the_same_model_as_a_foreground_one_and_leaves_
     expected_draw = torch.rand(4)
     torch.manual_seed(0)
     threads = torch.get_num_threads()
+    caplog.set_level("INFO")  # the child logs at this process's level
+    capfd.readouterr()
     build = BackgroundBuild(build_judge, 32, tmp_path / "background", description="a tiny judge", **kwargs)
-    foreground = build_judge(32, tmp_path / "foreground", **kwargs)  # meanwhile, here
     assert build.wait() is True and build.process.exitcode == 0
+    assert "INFO hf_stagegan.evaluation.cache: SynthBirds judge 32px: {'held_out_real_images': 20" in capfd.readouterr().err
+    foreground = build_judge(32, tmp_path / "foreground", **kwargs)
     background = tmp_path / "background" / foreground.name
     assert json.loads((background / "judge_report.json").read_text())["threads"] == 1
     weights = load_file(background / "model.safetensors")

@@ -417,6 +417,25 @@ def test_judge_and_evaluation_clip_build_in_a_second_process_only_beside_a_base_
     assert build.wait() is False and not judge_folder(32, empty).exists()
 
 
+def test_discriminator_width_and_spectral_norm_flags_take_one_value_or_one_per_level(capsys):
+    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    per_level = train.parse_args(["--discriminator_channels", "64", "32", "32", "--discriminator_spectral_norm", "false", "true", "true"])
+    config = train.build_config(per_level, 16)
+    assert config.discriminator_channels == [64, 32, 32] and config.discriminator_spectral_norm == [False, True, True]
+    config = train.build_config(train.parse_args(["--discriminator_channels", "48", "--discriminator_spectral_norm", "false"]), 16)
+    assert config.discriminator_channels == 48 and config.discriminator_spectral_norm is False
+    for bad, message in (
+        (["--discriminator_channels", "64", "32"], "--discriminator_channels takes one width >= 1 or three (D1 D2 D3), got [64, 32]"),
+        (["--discriminator_channels", "0"], "--discriminator_channels takes one width >= 1 or three (D1 D2 D3), got [0]"),
+        (["--discriminator_spectral_norm", "false", "true"], "--discriminator_spectral_norm takes one value or three (D1 D2 D3)"),
+    ):
+        with pytest.raises(SystemExit):
+            train.parse_args(bad)
+        assert message in capsys.readouterr().err
+
+
 def test_train_two_steps_on_a_prepared_cub_folder(tmp_path):
     cub = write_fake_cub(tmp_path / "downloads")
     data = tmp_path / "cub"

@@ -97,8 +97,9 @@ class StageGANDiscriminatorModelTester(StageGANGeneratorModelTester):
         return [output.logits]
 
     def expected_hidden_shapes(self, config):
-        shapes, ndf = [], config.discriminator_channels
+        shapes = []
         for level, side in enumerate(config.stage_resolutions, start=1):
+            ndf = config.level_discriminator_channels(level)
             num_downsamplings = int(math.log2(side // 4))
             maps = [(self.batch_size, ndf * min(2**i, 8), side >> (i + 1), side >> (i + 1)) for i in range(num_downsamplings)]
             shapes.append(maps + ([maps[-1]] if level > 1 else []))  # D2 / D3 add the joint image-text features
@@ -238,9 +239,13 @@ def test_discriminator_bad_inputs():
         discriminator(torch.zeros(2, 3, 32, 32), level=2)
 
 
-@pytest.mark.parametrize("spectral_norm", [True, False])
-def test_save_load_round_trip_identical_outputs(tmp_path, spectral_norm):
-    config, inputs = StageGANGeneratorModelTester(fusion_type="memory", discriminator_spectral_norm=spectral_norm).prepare_config_and_inputs()
+@pytest.mark.parametrize(
+    "spectral_norm, channels", [(True, 8), (False, 8), ([False, True, True], [16, 8, 8])], ids=["sn", "no-sn", "per-level"]
+)
+def test_save_load_round_trip_identical_outputs(tmp_path, spectral_norm, channels):
+    config, inputs = StageGANGeneratorModelTester(
+        fusion_type="memory", discriminator_spectral_norm=spectral_norm, discriminator_channels=channels
+    ).prepare_config_and_inputs()
     generator = StageGANGenerator(config).eval()
     discriminator = StageGANDiscriminator(config).eval()
     generator.save_pretrained(tmp_path / "generator")
@@ -273,7 +278,9 @@ def test_save_load_round_trip_identical_outputs(tmp_path, spectral_norm):
             atol=1e-6,
         )
     state = load_file(tmp_path / "discriminator" / "model.safetensors")
-    assert any("parametrizations.weight.original" in key for key in state) == spectral_norm
+    per_level = spectral_norm if isinstance(spectral_norm, list) else [spectral_norm] * 3
+    for level, normed in enumerate(per_level, start=1):
+        assert any(k.startswith(f"level{level}.") and "parametrizations.weight.original" in k for k in state) == normed
 
 
 def test_weights_are_initialised_from_config():
@@ -503,6 +510,19 @@ class TestStageGANGenerator(ModelConformanceChecks):
 
 class TestStageGANDiscriminator(ModelConformanceChecks):
     tester = StageGANDiscriminatorModelTester()
+
+
+class TestStageGANDiscriminatorPerLevel(ModelConformanceChecks):
+    """The same contract with D1 wider than D2 and D3 and without spectral norm (per-level config lists)."""
+
+    tester = StageGANDiscriminatorModelTester(discriminator_channels=[16, 8, 8], discriminator_spectral_norm=[False, True, True])
+
+    def test_each_level_has_its_own_width_and_spectral_norm(self):
+        config, _ = self.tester.prepare_config_and_inputs()
+        model = StageGANDiscriminator(config)
+        first_convs = [level.encoder[0] for level in model.levels]
+        assert [conv.out_channels for conv in first_convs] == [16, 8, 8]
+        assert [hasattr(conv, "parametrizations") or hasattr(conv, "weight_orig") for conv in first_convs] == [False, True, True]
 
     def test_power_iteration_vectors_missing_from_checkpoint(self, tmp_path):
         """A checkpoint with the weights but not spectral norm's `_u` / `_v`: the weights load untouched and each sigma

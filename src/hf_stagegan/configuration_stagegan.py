@@ -26,8 +26,10 @@ class StageGANConfig(PretrainedConfig):
         generator_channels (`int`, *optional*, defaults to 32):
             Channels of the image features at levels 2 and 3 (AttnGAN's `ngf`). Level 1 starts at 8x this many
             channels and halves them at each of its three upsamplings.
-        discriminator_channels (`int`, *optional*, defaults to 64):
-            Channels of each discriminator's first downsampling convolution; doubled per downsampling up to 8x.
+        discriminator_channels (`int` or `list[int]`, *optional*, defaults to 64):
+            Channels of each discriminator's first downsampling convolution; doubled per downsampling up to 8x. A
+            list of 3 sets D1, D2 and D3 apart (`level_discriminator_channels(k)`): D1 reads the smallest images, so a
+            wider D1 costs little (x1 has 1/16 of x3's pixels).
         text_embed_dim (`int`, *optional*, defaults to 512):
             Size of the sentence and word vectors: the text encoder's joint embedding size (CLIP's `projection_dim`).
         fusion_type (`str`, *optional*, defaults to `"attention"`):
@@ -70,8 +72,9 @@ class StageGANConfig(PretrainedConfig):
             generated, in D's update and in G's (not in the patent): the names of the transformations, applied in
             order, from `"translation"`, `"cutout"` and `"color"` (see `hf_stagegan.augmentation`). `[]` is off.
             `"color"` changes the colours the captions name, so it weakens the conditional discriminators.
-        discriminator_spectral_norm (`bool`, *optional*, defaults to `True`):
-            Spectral normalisation of every discriminator convolution, as in the authors' code.
+        discriminator_spectral_norm (`bool` or `list[bool]`, *optional*, defaults to `True`):
+            Spectral normalisation of every discriminator convolution, as in the authors' code; a list of 3 sets it
+            for D1, D2 and D3 apart (`level_discriminator_spectral_norm(k)`).
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialisation of convolutions and linear layers (DCGAN's value).
 
@@ -94,7 +97,7 @@ class StageGANConfig(PretrainedConfig):
         z_dim: int = 100,
         stage_resolutions: list[int] | tuple[int, ...] = (64, 128, 256),
         generator_channels: int = 32,
-        discriminator_channels: int = 64,
+        discriminator_channels: int | list[int] = 64,
         text_embed_dim: int = 512,
         fusion_type: str = "attention",
         level2_residual_blocks: int = 2,
@@ -110,7 +113,7 @@ class StageGANConfig(PretrainedConfig):
         discriminator_gradient_penalty: str = "none",
         gradient_penalty_weight: float = 2.0,
         discriminator_augmentation: list[str] | tuple[str, ...] = (),
-        discriminator_spectral_norm: bool = True,
+        discriminator_spectral_norm: bool | list[bool] = True,
         initializer_range: float = 0.02,
         **kwargs,
     ):
@@ -146,7 +149,7 @@ class StageGANConfig(PretrainedConfig):
         # Each StageGAN check involves one field only, so checking the field being set keeps the whole config valid.
         check = _FIELD_CHECKS.get(name)
         if check is not None:
-            if name in ("stage_resolutions", "discriminator_augmentation") and isinstance(value, tuple):
+            if name in _LIST_FIELDS and isinstance(value, tuple):
                 value = list(value)  # JSON has no tuples: keep the saved and the in-memory form equal
             check(name, value)
         super().__setattr__(name, value)
@@ -161,10 +164,24 @@ class StageGANConfig(PretrainedConfig):
             check(name, getattr(self, name))
         super().validate()
 
+    def level_discriminator_channels(self, level: int) -> int:
+        """`discriminator_channels` of D`level` (1, 2 or 3): the one int, or the list's entry."""
+        return _per_level(self.discriminator_channels, level)
+
+    def level_discriminator_spectral_norm(self, level: int) -> bool:
+        """`discriminator_spectral_norm` of D`level` (1, 2 or 3): the one bool, or the list's entry."""
+        return _per_level(self.discriminator_spectral_norm, level)
+
     @property
     def initial_resolution(self) -> int:
         """Side of the feature map that level 1 reshapes its noise into."""
         return self.stage_resolutions[0] // 8
+
+
+def _per_level(value, level: int):
+    if level not in (1, 2, 3):
+        raise ValueError(f"`level` must be 1, 2 or 3, got {level!r}.")
+    return value[level - 1] if isinstance(value, list) else value
 
 
 def _check_int(name, value, minimum):
@@ -209,6 +226,21 @@ def _check_stage_resolutions(name, resolutions):
         )
 
 
+def _one_or_per_level(check):
+    """A check of one value, extended to a value or a list of 3 (one per level: D1, D2, D3)."""
+
+    def check_one_or_three(name, value):
+        if isinstance(value, (list, tuple)):
+            if len(value) != 3:
+                raise ValueError(f"`{name}` must be one value or a list of 3 (D1, D2, D3), got {list(value)!r}.")
+            for index, item in enumerate(value):
+                check(f"{name}[{index}]", item)
+        else:
+            check(name, value)
+
+    return check_one_or_three
+
+
 def _check_augmentation(name, policy):
     if not isinstance(policy, (list, tuple)) or not all(isinstance(item, str) for item in policy):
         raise ValueError(f"`{name}` must be a list of transformation names, got {policy!r}.")
@@ -230,12 +262,15 @@ def _number(minimum, strict):
     return partial(_check_float, minimum=minimum, strict=strict)
 
 
+# fields kept as lists (JSON has no tuples)
+_LIST_FIELDS = ("stage_resolutions", "discriminator_augmentation", "discriminator_channels", "discriminator_spectral_norm")
+
 # field -> check(name, value) raising ValueError; run on every assignment and by `StageGANConfig.validate`
 _FIELD_CHECKS = {
     "z_dim": _int_at_least(1),
     "stage_resolutions": _check_stage_resolutions,
     "generator_channels": _int_at_least(1),
-    "discriminator_channels": _int_at_least(1),
+    "discriminator_channels": _one_or_per_level(_int_at_least(1)),
     "text_embed_dim": _int_at_least(1),
     "fusion_type": partial(_check_choice, choices=FUSION_TYPES),
     "level2_residual_blocks": _int_at_least(0),
@@ -251,7 +286,7 @@ _FIELD_CHECKS = {
     "damsm_gamma1": _number(0.0, strict=True),
     "damsm_gamma2": _number(0.0, strict=True),
     "damsm_gamma3": _number(0.0, strict=True),
-    "discriminator_spectral_norm": _check_bool,
+    "discriminator_spectral_norm": _one_or_per_level(_check_bool),
     "initializer_range": _number(0.0, strict=True),
 }
 

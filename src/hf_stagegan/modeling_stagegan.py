@@ -56,7 +56,7 @@ class StageGANDiscriminatorOutput(ModelOutput):
             `config.output_hidden_states=True`):
             The level's feature maps from the image inward: the output of each strided 4x4 convolution (after its
             LeakyReLU), `(batch, ndf * min(2**i, 8), r / 2**(i+1), r / 2**(i+1))` for `i = 0 .. log2(r / 4) - 1` where
-            `ndf = config.discriminator_channels`, ending at 4x4; for D2 and D3 then the joint image-condition
+            `ndf = config.level_discriminator_channels(k)` for level k, ending at 4x4; for D2 and D3 then the joint image-condition
             features that the logit convolution reads, `(batch, C, 4, 4)` with `C` the last map's channels.
     """
 
@@ -431,8 +431,8 @@ class UnconditionalDiscriminator(nn.Module):
 
     def __init__(self, config: StageGANConfig, resolution: int):
         super().__init__()
-        sn = config.discriminator_spectral_norm
-        self.encoder = ImageEncoder(resolution, config.discriminator_channels, sn)
+        sn = config.level_discriminator_spectral_norm(1)
+        self.encoder = ImageEncoder(resolution, config.level_discriminator_channels(1), sn)
         self.to_logit = _maybe_spectral_norm(nn.Conv2d(self.encoder.out_channels, 1, kernel_size=4), sn)
 
     def forward(self, images, output_hidden_states=False):
@@ -447,10 +447,10 @@ class ConditionalDiscriminator(nn.Module):
     logits `(B,)`, or with `output_hidden_states=True` `(logits, hidden_states)`, as D1.
     """
 
-    def __init__(self, config: StageGANConfig, resolution: int):
+    def __init__(self, config: StageGANConfig, resolution: int, level: int):
         super().__init__()
-        sn = config.discriminator_spectral_norm
-        self.encoder = ImageEncoder(resolution, config.discriminator_channels, sn)
+        sn = config.level_discriminator_spectral_norm(level)
+        self.encoder = ImageEncoder(resolution, config.level_discriminator_channels(level), sn)
         channels = self.encoder.out_channels
         self.joint = nn.Sequential(
             _maybe_spectral_norm(conv3x3(channels + config.text_embed_dim, channels, bias=True), sn),
@@ -699,8 +699,8 @@ class StageGANDiscriminator(StageGANPreTrainedModel):
         super().__init__(config)
         first, second, third = config.stage_resolutions
         self.level1 = UnconditionalDiscriminator(config, first)
-        self.level2 = ConditionalDiscriminator(config, second)
-        self.level3 = ConditionalDiscriminator(config, third)
+        self.level2 = ConditionalDiscriminator(config, second, level=2)
+        self.level3 = ConditionalDiscriminator(config, third, level=3)
         self.post_init()
 
     @property

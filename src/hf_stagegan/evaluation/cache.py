@@ -135,6 +135,12 @@ def ensure_built(
     return folder
 
 
+def _logged(target: Callable[..., Any], level: int, args: tuple, kwargs: dict) -> None:
+    """`target(*args, **kwargs)` in a spawned child, whose logging starts unconfigured: set up as the parent's was."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
+    target(*args, **kwargs)
+
+
 class BackgroundBuild:
     """
     Runs `target(*args, **kwargs)` (a module-level function that builds cached models, e.g. `build_judge`) in a second process
@@ -149,7 +155,8 @@ class BackgroundBuild:
     def __init__(self, target: Callable[..., Any], *args: Any, description: str, **kwargs: Any):
         self.description = description
         context = multiprocessing.get_context("spawn")
-        self.process = context.Process(target=target, args=args, kwargs=kwargs, daemon=True)
+        level = logging.getLogger().getEffectiveLevel()  # the child logs what this process would (its builds' results)
+        self.process = context.Process(target=_logged, args=(target, level, args, kwargs), daemon=True)
         self.process.start()
         logger.info(f"Building {description} in a second process (pid {self.process.pid})")
 
