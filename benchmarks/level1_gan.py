@@ -8,6 +8,11 @@ thread at 16 px): with isolated levels (claim 8) level 1 learns from D1 alone, s
     python benchmarks/level1_gan.py --out runs/level1/base                                        # the main job's D1
     python benchmarks/level1_gan.py --discriminator_channels 64 --no_spectral_norm --out runs/level1/d1-64-nosn
 
+`--model PATH` trains nothing: it scores the x1 of a saved pipeline's generator the same way (what level 1 of a whole
+run, e.g. the main job's, ends up drawing):
+
+    python benchmarks/level1_gan.py --model stagegan-synthbirds --out runs/level1/main-job
+
 Writes `<out>.json` (the settings, `fd`, `floor`, `ratio`, seconds) and `<out>.png` (two rows of generated x1 over two
 rows of real birds, 4x nearest-neighbour) and prints the JSON line. The judge is the cached one for `--judge_resolution`
 (32 px by default: it reads x1 upsampled, real birds the same way); the floor is the FD between two sets of real test
@@ -49,6 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--reference_seed", type=int, default=4004, help="SynthBirds seed of the floor's second real set")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache_dir", help="the judge's cache folder (default: the evaluation cache)")
+    parser.add_argument("--model", help="score the x1 of this saved pipeline (folder) instead of training level 1")
     parser.add_argument("--out", required=True, help="path prefix of the JSON report and the grid")
     args = parser.parse_args(argv)
     for name in ("steps", "batch_size", "num_train", "num_images", "threads"):
@@ -67,15 +73,21 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    side = args.resolution // 4
-    config = StageGANConfig(
-        stage_resolutions=[side, 2 * side, 4 * side], generator_channels=args.generator_channels,
-        discriminator_channels=args.discriminator_channels, discriminator_spectral_norm=not args.no_spectral_norm,
-    )
-    g1, d1 = StageGANGenerator(config).level1, StageGANDiscriminator(config).level1
-    g_optimizer = torch.optim.Adam(g1.parameters(), lr=args.learning_rate, betas=(0.5, 0.999))
-    d_optimizer = torch.optim.Adam(d1.parameters(), lr=args.learning_rate, betas=(0.5, 0.999))
-    real = to_level1(synthbirds_arrays("train", args.num_train, args.resolution, 0)[0], side)
+    if args.model:  # a trained generator's level 1, nothing to train
+        generator = StageGANGenerator.from_pretrained(Path(args.model) / "image_generator")
+        config, g1 = generator.config, generator.level1
+        args.resolution, args.steps = config.stage_resolutions[-1], 0
+    else:
+        side = args.resolution // 4
+        config = StageGANConfig(
+            stage_resolutions=[side, 2 * side, 4 * side], generator_channels=args.generator_channels,
+            discriminator_channels=args.discriminator_channels, discriminator_spectral_norm=not args.no_spectral_norm,
+        )
+        g1, d1 = StageGANGenerator(config).level1, StageGANDiscriminator(config).level1
+        g_optimizer = torch.optim.Adam(g1.parameters(), lr=args.learning_rate, betas=(0.5, 0.999))
+        d_optimizer = torch.optim.Adam(d1.parameters(), lr=args.learning_rate, betas=(0.5, 0.999))
+        real = to_level1(synthbirds_arrays("train", args.num_train, args.resolution, 0)[0], side)
+    side = config.stage_resolutions[0]
     draws = torch.Generator().manual_seed(args.seed)
     start, d_loss, g_loss = time.perf_counter(), None, None
     for _ in range(args.steps):

@@ -153,3 +153,23 @@ def test_level1_gan_learns_and_reports_its_distance_to_real_birds_against_the_fl
     assert trained["fd"] < 0.8 * untrained["fd"]  # 150 steps of L_D1 / L_G1 move x1 towards real birds
     # two rows of generated x1 over two rows of real ones, 8 a row, each 8 px cell drawn 4x
     assert Image.open(tmp_path / "trained.png").size == (8 * 32, 4 * 32)
+
+
+@pytest.mark.slow
+def test_level1_gan_scores_the_x1_of_a_saved_pipeline(saved, tmp_path):
+    from hf_stagegan.evaluation.judge import build_judge
+
+    cache = tmp_path / "cache"
+    build_judge(32, cache, num_test=20, num_train=64, max_train_steps=3, batch_size=16, channels=4, progress=False)
+    [report] = run_benchmark("level1_gan.py", "--model", str(saved), "--num_images", "64", "--cache_dir", str(cache),
+                             "--out", str(tmp_path / "saved-x1"), cwd=tmp_path)
+    generator = StageGANGenerator.from_pretrained(saved / "image_generator").eval()
+    assert report["steps"] == 0 and report["resolution"] == generator.config.stage_resolutions[-1] == 64
+    assert report["fd"] > 0 and report["ratio"] == pytest.approx(report["fd"] / report["floor"])
+    # the grid's first cell is the saved level 1's first x1 for the report's seed, drawn 4x
+    with torch.no_grad():
+        noise = torch.randn(64, generator.config.z_dim, generator=torch.Generator().manual_seed(0))
+        x1 = generator.level1(noise)[1][0]
+    expected = ((x1.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy().repeat(4, 0).repeat(4, 1)
+    cell = np.asarray(Image.open(tmp_path / "saved-x1.png"))[:64, :64]
+    assert np.abs(cell.astype(int) - expected.astype(int)).max() <= 1
