@@ -56,8 +56,9 @@ class StageGANDiscriminatorOutput(ModelOutput):
             `config.output_hidden_states=True`):
             The level's feature maps from the image inward: the output of each strided 4x4 convolution (after its
             LeakyReLU), `(batch, ndf * min(2**i, 8), r / 2**(i+1), r / 2**(i+1))` for `i = 0 .. log2(r / 4) - 1` where
-            `ndf = config.level_discriminator_channels(k)` for level k, ending at 4x4; for D2 and D3 then the joint image-condition
-            features that the logit convolution reads, `(batch, C, 4, 4)` with `C` the last map's channels.
+            `ndf = config.level_discriminator_channels(k)` for level k, ending at 4x4; for D2 and D3 then the joint
+            image-condition features that the logit convolution reads, `(batch, C, 4, 4)` with `C` the last map's
+            channels.
     """
 
     logits: torch.FloatTensor | None = None

@@ -143,9 +143,9 @@ def _logged(target: Callable[..., Any], level: int, args: tuple, kwargs: dict) -
 
 class BackgroundBuild:
     """
-    Runs `target(*args, **kwargs)` (a module-level function that builds cached models, e.g. `build_judge`) in a second process
-    while this one goes on, so that two one-thread builds use two cores: the training script builds the judge and the
-    evaluation CLIP this way while it builds the base CLIP itself. The child is a fresh interpreter (`spawn`), so it
+    Runs `target(*args, **kwargs)` (a module-level function that builds cached models, e.g. `build_judge`) in a
+    second process while this one goes on, so that two one-thread builds use two cores: the training script builds the
+    judge and the evaluation CLIP this way while it builds the base CLIP itself. The child is a fresh interpreter (`spawn`), so it
     inherits no random state, and each build inside it runs on `BUILD_THREADS` as always: the same weights as a build
     in the foreground. A daemon: it dies with this process (a build it leaves unfinished leaves no model behind,
     `build_atomically`). `wait()` joins it; a failed build is logged, not raised, since whoever loads the model later
