@@ -276,6 +276,8 @@ def start_evaluation_build(args, accelerator, evaluates_on_synthbirds: bool) -> 
     builds). Only the main process does this; elsewhere, or with everything cached, nothing starts (None).
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if args.model_config:  # the image size is the config's, known later; the run builds what it needs then
+        return None
     if not (accelerator.is_main_process and evaluates_on_synthbirds and uses_base_clip(args) and (cores or 1) >= 2):
         return None
     if is_built(base_clip_folder(), BASE_CLIP_REPORT_NAME) or synthbirds_evaluation_models_built(args.resolution):
@@ -439,11 +441,10 @@ def main(argv=None):
     # 2. CLIP_FT: the matching model (on SynthBirds the cached base CLIP, else a given one or one from scratch),
     # fine-tuned on the captions for --clip_finetune_steps, then frozen
     captions = all_captions(dataset, caption_column)
-    side = args.resolution
-    evaluates_on_synthbirds = bool(
-        not (args.dataset_name or args.train_data_dir) and side in JUDGE_RESOLUTIONS and args.evaluation_images
+    evaluation_build = start_evaluation_build(
+        args, accelerator,
+        evaluates_on_synthbirds=bool(args.resolution in JUDGE_RESOLUTIONS and args.evaluation_images),
     )
-    evaluation_build = start_evaluation_build(args, accelerator, evaluates_on_synthbirds)
     if uses_base_clip(args):
         with accelerator.main_process_first():  # the main process builds it (once, minutes; cached), the others load it
             clip_model, tokenizer = load_base_clip()
@@ -472,7 +473,10 @@ def main(argv=None):
     # 3. the three-level GAN: six optimizers (claim 8), optional EMA
     config = build_config(args, clip_model.config.projection_dim)
     # the SynthBirds judge (trained on real birds only; built once and cached) scores validation images
-    judge, judge_captions = None, None
+    judge, judge_captions, side = None, None, config.stage_resolutions[-1]  # --model_config may set another size
+    evaluates_on_synthbirds = bool(
+        not (args.dataset_name or args.train_data_dir) and side in JUDGE_RESOLUTIONS and args.evaluation_images
+    )
     if evaluation_build is not None:
         evaluation_build.wait()
     if evaluates_on_synthbirds and accelerator.is_main_process:
