@@ -63,6 +63,8 @@ VARIANTS: dict[str, list[str]] = {
     "wide_d1_without_spectral_norm": [
         "--discriminator_channels", "64", "32", "32", "--discriminator_spectral_norm", "false", "true", "true",
     ],
+    # D1, D2 and D3 read CLIP_FT's frozen image tower under a small head without spectral norm (GALIP-style)
+    "clip_discriminators": ["--discriminator_backbone", "clip", "--discriminator_spectral_norm", "false"],
 }
 # Variants that need no training of their own: the moving average and its batch-norm statistics never feed back into
 # training (validation and the recomputation draw their own seeded noise), so the generator these flags would have

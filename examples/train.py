@@ -50,7 +50,7 @@ from hf_stagegan.checkpointing import (
     save_checkpoint,
 )
 from hf_stagegan.clip_finetuning import finetune_clip, load_or_build_clip
-from hf_stagegan.configuration_stagegan import DISCRIMINATOR_AUGMENTATIONS
+from hf_stagegan.configuration_stagegan import DISCRIMINATOR_AUGMENTATIONS, DISCRIMINATOR_BACKBONES
 from hf_stagegan.data import IMAGE_TRANSFORMS, all_captions, build_dataloader, check_columns, load_image_text_dataset
 from hf_stagegan.data.synthbirds import load_synthbirds
 from hf_stagegan.encoders import text_encoder_from_clip
@@ -115,6 +115,11 @@ def parse_args(argv=None):
     model.add_argument(
         "--discriminator_spectral_norm", nargs="+", choices=["true", "false"], default=["true"],
         help="spectral norm in D1, D2 and D3: one value for all, or three (D1 D2 D3)",
+    )
+    model.add_argument(
+        "--discriminator_backbone", nargs="+", choices=list(DISCRIMINATOR_BACKBONES), default=["conv"],
+        help="what D1, D2, D3 read the image with: their own convolutions (conv, the patent's) or the frozen CLIP_FT "
+        "image tower's hidden states under a small head (clip, as GALIP); one value for all, or three (D1 D2 D3)",
     )
     model.add_argument("--fusion_type", default="attention", choices=["attention", "memory"])
     model.add_argument("--stage_gradient", default="isolated", choices=["isolated", "end_to_end"])
@@ -237,6 +242,10 @@ def parse_args(argv=None):
         parser.error(f"--discriminator_spectral_norm takes one value or three (D1 D2 D3), got {args.discriminator_spectral_norm}")
     spectral_norm = [value == "true" for value in args.discriminator_spectral_norm]
     args.discriminator_spectral_norm = spectral_norm[0] if len(spectral_norm) == 1 else spectral_norm
+    if len(args.discriminator_backbone) not in (1, 3):
+        parser.error(f"--discriminator_backbone takes one value or three (D1 D2 D3), got {args.discriminator_backbone}")
+    if len(args.discriminator_backbone) == 1:
+        args.discriminator_backbone = args.discriminator_backbone[0]
     unknown = sorted(set(args.config_overrides) - set(StageGANConfig().to_dict()))
     if unknown:
         parser.error(f"--config_overrides names unknown StageGANConfig fields {unknown}")
@@ -308,10 +317,18 @@ def check_output_dir(args, accelerator):
     )
 
 
-def build_config(args, text_embed_dim):
+def build_config(args, text_embed_dim, vision_config=None):
+    """
+    The StageGANConfig of the run. `vision_config` (CLIP_FT's `CLIPVisionConfig`) becomes the
+    `discriminator_vision_config` of `"clip"` discriminator levels when the config does not give one.
+    """
     config = _base_config(args, text_embed_dim)
     for name, value in args.config_overrides.items():  # checked by parse_args; each field is validated on assignment
         setattr(config, name, value)
+    if config.uses_vision_backbone and config.discriminator_vision_config is None:
+        if vision_config is None:
+            raise SystemExit(f"discriminator_backbone {config.discriminator_backbone!r} needs CLIP_FT's vision config.")
+        config.discriminator_vision_config = vision_config.to_dict()
     config.validate()
     return config
 
@@ -334,6 +351,7 @@ def _base_config(args, text_embed_dim):
         generator_channels=args.generator_channels,
         discriminator_channels=args.discriminator_channels,
         discriminator_spectral_norm=args.discriminator_spectral_norm,
+        discriminator_backbone=args.discriminator_backbone,
         text_embed_dim=text_embed_dim,
         fusion_type=args.fusion_type,
         stage_gradient=args.stage_gradient,
@@ -471,7 +489,7 @@ def main(argv=None):
     clip_model = clip_model.to(accelerator.device).eval().requires_grad_(False)
 
     # 3. the three-level GAN: six optimizers (claim 8), optional EMA
-    config = build_config(args, clip_model.config.projection_dim)
+    config = build_config(args, clip_model.config.projection_dim, clip_model.config.vision_config)
     # the SynthBirds judge (trained on real birds only; built once and cached) scores validation images
     judge, judge_captions, side = None, None, config.stage_resolutions[-1]  # --model_config may set another size
     evaluates_on_synthbirds = bool(
@@ -483,6 +501,9 @@ def main(argv=None):
         judge = load_judge(side, device=accelerator.device)
         judge_captions = load_synthbirds(num_train=1, num_test=VALIDATION_JUDGE_IMAGES, resolution=side)["test"]["text"]
     generator, discriminator = StageGANGenerator(config), StageGANDiscriminator(config)
+    if discriminator.vision_backbone is not None:  # "clip" levels read CLIP_FT's frozen image tower
+        discriminator.load_vision_backbone(clip_model)
+        discriminator.vision_backbone.to(accelerator.device)  # not inside any level that `prepare` moves
     ema = GeneratorEMA(generator, args.ema_decay) if args.use_ema else None
     calibration = ema_calibration_inputs(args, captions, tokenizer, clip_model, config.z_dim, accelerator.device)
     calibrated_at = None

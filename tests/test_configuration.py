@@ -42,6 +42,25 @@ def test_discriminator_width_and_spectral_norm_per_level(tmp_path):
         plain.level_discriminator_channels(0)
 
 
+def test_discriminator_backbone_per_level_and_its_vision_config(tmp_path):
+    from transformers import CLIPVisionConfig
+
+    vision = CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=8
+    )
+    config = StageGANConfig(discriminator_backbone=("conv", "clip", "clip"), discriminator_vision_config=vision)
+    assert config.discriminator_backbone == ["conv", "clip", "clip"] and config.uses_vision_backbone
+    assert [config.level_discriminator_backbone(k) for k in (1, 2, 3)] == ["conv", "clip", "clip"]
+    assert config.discriminator_vision_config == json.loads(json.dumps(vision.to_dict()))  # as config.json holds it
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert loaded.to_diff_dict() == config.to_diff_dict()
+    assert CLIPVisionConfig(**loaded.discriminator_vision_config).hidden_size == 16
+    plain = StageGANConfig()
+    assert plain.discriminator_backbone == "conv" and not plain.uses_vision_backbone
+    assert plain.discriminator_vision_config is None
+
+
 @pytest.mark.parametrize(
     "field, value, expected",
     [
@@ -59,6 +78,11 @@ def test_discriminator_width_and_spectral_norm_per_level(tmp_path):
         ("discriminator_spectral_norm", [False, True, "no"], "`discriminator_spectral_norm[2]` must be a bool, got 'no'"),
         ("discriminator_channels", [64, 32], "`discriminator_channels` must be one value or a list of 3 (D1, D2, D3), got [64, 32]"),
         ("discriminator_channels", [64, 0, 32], "`discriminator_channels[1]` must be an int >= 1, got 0"),
+        ("discriminator_backbone", "vit", "`discriminator_backbone` must be one of ['conv', 'clip'], got 'vit'"),
+        ("discriminator_backbone", ["conv", "clip"], "`discriminator_backbone` must be one value or a list of 3"),
+        ("discriminator_backbone", ["conv", "clip", "CLIP"], "`discriminator_backbone[2]` must be one of ['conv', 'clip'], got 'CLIP'"),
+        ("discriminator_vision_config", "openai/clip", "`discriminator_vision_config` must be None or a CLIPVisionConfig as a dict, got str"),
+        ("discriminator_vision_config", {"hidden_size": 16}, "must give `image_size` as an int >= 1 (a CLIPVisionConfig's fields), got None"),
         ("stage_resolutions", [64, 128], "`stage_resolutions` must be a list of 3 ints"),
         ("stage_resolutions", [20, 40, 80], "`stage_resolutions[0]` must be a multiple of 8"),
         ("stage_resolutions", [24, 48, 96], "`stage_resolutions[0]` must be a power of two"),

@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPVisionConfig
 
-from hf_stagegan import StageGANGenerator, StageGANPipeline
+from hf_stagegan import StageGANDiscriminator, StageGANGenerator, StageGANPipeline
 from hf_stagegan.base_clip import base_clip_folder
 from hf_stagegan.checkpointing import list_checkpoints, resolve_checkpoint
 from hf_stagegan.cli import main as cli_main
@@ -430,10 +430,42 @@ def test_discriminator_width_and_spectral_norm_flags_take_one_value_or_one_per_l
         (["--discriminator_channels", "64", "32"], "--discriminator_channels takes one width >= 1 or three (D1 D2 D3), got [64, 32]"),
         (["--discriminator_channels", "0"], "--discriminator_channels takes one width >= 1 or three (D1 D2 D3), got [0]"),
         (["--discriminator_spectral_norm", "false", "true"], "--discriminator_spectral_norm takes one value or three (D1 D2 D3)"),
+        (["--discriminator_backbone", "conv", "clip"], "--discriminator_backbone takes one value or three (D1 D2 D3)"),
+        (["--discriminator_backbone", "vit"], "argument --discriminator_backbone: invalid choice: 'vit'"),
     ):
         with pytest.raises(SystemExit):
             train.parse_args(bad)
         assert message in capsys.readouterr().err
+
+
+def test_discriminator_backbone_flag_takes_clip_ft_s_vision_config():
+    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, image_size=32, patch_size=8)
+    config = train.build_config(train.parse_args(["--discriminator_backbone", "conv", "clip", "clip"]), 16, vision)
+    assert config.discriminator_backbone == ["conv", "clip", "clip"]
+    assert CLIPVisionConfig(**config.discriminator_vision_config).hidden_size == 16
+    assert train.build_config(train.parse_args([]), 16, vision).discriminator_vision_config is None  # conv: none needed
+    config = train.build_config(train.parse_args(["--config_overrides", '{"discriminator_backbone": "clip"}']), 16, vision)
+    assert config.uses_vision_backbone and config.discriminator_vision_config["image_size"] == 32
+
+
+def test_resume_equals_uninterrupted_training_with_discriminators_on_the_clip_tower(tmp_path):
+    clip_levels = ["--discriminator_backbone", "conv", "clip", "clip", "--discriminator_spectral_norm", "true", "false", "false"]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    run([TRAIN, *TINY, *clip_levels, "--max_train_steps", "4", "--output_dir", str(straight)], tmp_path)
+    run([TRAIN, *TINY, *clip_levels, "--max_train_steps", "2", "--output_dir", str(interrupted)], tmp_path)
+    run([TRAIN, *TINY, *clip_levels, "--max_train_steps", "4", "--output_dir", str(interrupted), "--resume_from_checkpoint",
+         "latest"], tmp_path)
+    for component in ("image_generator", "discriminator"):
+        assert_same_weights(safetensors_of(straight / component), safetensors_of(interrupted / component))
+    # the saved discriminator is whole: its frozen tower is CLIP_FT's image tower, as trained into this run's clip/
+    discriminator = StageGANDiscriminator.from_pretrained(straight / "discriminator")
+    assert discriminator.config.discriminator_backbone == ["conv", "clip", "clip"]
+    clip_ft = CLIPModel.from_pretrained(straight / "clip").vision_model.state_dict()
+    tower = discriminator.vision_backbone.state_dict()
+    assert tower.keys() == clip_ft.keys() and all(torch.equal(tower[key], clip_ft[key]) for key in tower)
 
 
 def test_train_two_steps_on_a_prepared_cub_folder(tmp_path):

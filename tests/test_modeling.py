@@ -10,7 +10,7 @@ from transformers import AutoConfig, AutoModel
 from hf_stagegan import StageGANConfig, StageGANDiscriminator, StageGANGenerator
 from hf_stagegan.modeling_stagegan import UnconditionalDiscriminator, mean_word_embedding
 
-from .conftest import tiny_config
+from .conftest import TINY_TEXT_DIM, tiny_config
 
 
 class StageGANGeneratorModelTester:
@@ -535,3 +535,108 @@ class TestStageGANDiscriminatorPerLevel(ModelConformanceChecks):
         saved, loaded = source.state_dict(), model.state_dict()
         assert all(torch.equal(loaded[key], saved[key]) for key in saved if key not in dropped)
         self.assert_initialised(model, inputs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Discriminator levels on the frozen CLIP image tower (discriminator_backbone="clip")
+
+TINY_VISION = dict(
+    hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=8
+)
+
+
+class StageGANClipBackboneDiscriminatorModelTester(StageGANDiscriminatorModelTester):
+    """D1 convolutional, D2 and D3 on a tiny CLIP image tower (8x8 patch grid: one strided convolution to 4x4)."""
+
+    def expected_hidden_shapes(self, config):
+        shapes = super().expected_hidden_shapes(config)
+        for level in (2, 3):
+            if config.level_discriminator_backbone(level) == "clip":
+                width = 2 * config.level_discriminator_channels(level)
+                # the 1x1 convolution on the 8x8 patch grid, one strided convolution to 4x4, the joint features
+                shapes[level - 1] = [(self.batch_size, width, 8, 8)] + [(self.batch_size, 2 * width, 4, 4)] * 2
+        return shapes
+
+
+def tiny_vision_model(seed=0):
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    text = dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    return CLIPModel(CLIPConfig(text_config=text, vision_config=TINY_VISION, projection_dim=TINY_TEXT_DIM)).eval()
+
+
+CLIP_BACKBONE = dict(
+    discriminator_backbone=["conv", "clip", "clip"],
+    discriminator_vision_config=TINY_VISION,
+    discriminator_spectral_norm=[True, False, True],
+)
+
+
+class TestStageGANDiscriminatorClipBackbone(ModelConformanceChecks):
+    """The same contract with D2 and D3 reading a frozen CLIP image tower (D3 spectral-normed, D2 not)."""
+
+    tester = StageGANClipBackboneDiscriminatorModelTester(**CLIP_BACKBONE)
+
+    def test_levels_read_one_frozen_tower_that_no_level_optimises(self):
+        config, _ = self.tester.prepare_config_and_inputs()
+        model = StageGANDiscriminator(config)
+        assert isinstance(model.level1, UnconditionalDiscriminator)
+        assert [type(level).__name__ for level in model.levels[1:]] == ["VisionBackboneDiscriminator"] * 2
+        assert model.level2._backbone is model.vision_backbone is model.level3._backbone
+        tower = {id(p) for p in model.vision_backbone.parameters()}
+        assert tower and not any(id(p) in tower for level in model.levels for p in level.parameters())
+        assert not any(p.requires_grad for p in model.vision_backbone.parameters())
+        assert not model.train().vision_backbone.training  # frozen as CLIP_FT: always in eval mode
+        state = model.state_dict()
+        assert any(key.startswith("vision_backbone.") for key in state)  # saved with D: a saved D is whole
+        assert not any(key.startswith(("level2.vision", "level3.vision", "level2._backbone")) for key in state)
+
+    def test_load_vision_backbone_copies_clip_ft_and_checks_its_shape(self):
+        config, inputs = self.tester.prepare_config_and_inputs()
+        model = StageGANDiscriminator(config).eval()
+        clip_model = tiny_vision_model(seed=3)
+        before = model(**inputs[3]).logits
+        model.load_vision_backbone(clip_model)
+        source, copied = clip_model.vision_model.state_dict(), model.vision_backbone.state_dict()
+        assert source.keys() == copied.keys() and all(torch.equal(source[k], copied[k]) for k in source)
+        assert not torch.equal(model(**inputs[3]).logits, before)  # D3 now reads the copied tower
+        other = tiny_vision_model()
+        other.vision_model = type(other.vision_model)(
+            type(other.config.vision_config)(**{**TINY_VISION, "hidden_size": 32, "intermediate_size": 64})
+        )
+        with pytest.raises(ValueError, match="does not match `discriminator_vision_config`"):
+            model.load_vision_backbone(other)
+        with pytest.raises(ValueError, match="has no CLIP image tower"):
+            StageGANDiscriminator(tiny_config()).load_vision_backbone(clip_model)
+
+    def test_a_clip_level_needs_the_tower_config(self):
+        with pytest.raises(ValueError, match="reads a CLIP image tower at D\\[3\\].*`discriminator_vision_config` is None"):
+            StageGANDiscriminator(tiny_config(discriminator_backbone=["conv", "conv", "clip"]))
+
+    def test_gradients_reach_the_image_through_the_tower_only_when_it_asks_for_them(self):
+        config, inputs = self.tester.prepare_config_and_inputs()
+        model = StageGANDiscriminator(config)
+        images = inputs[3]["images"].clone().requires_grad_(True)
+        model(**{**inputs[3], "images": images}).logits.sum().backward()
+        assert images.grad is not None and images.grad.abs().sum() > 0  # the generator's update
+        assert all(p.grad is None for p in model.vision_backbone.parameters())
+        features = model.level3.backbone_features(inputs[3]["images"])  # a detached image: D's own update
+        assert features.grad_fn is None
+        assert features.shape == (self.tester.batch_size, 3 * TINY_VISION["hidden_size"], 8, 8)
+
+    def test_hidden_states_have_the_documented_shapes(self):
+        config, inputs = self.tester.prepare_config_and_inputs()
+        model = StageGANDiscriminator(config).eval()
+        with torch.no_grad():
+            outputs = self.tester.run(model, inputs, output_hidden_states=True)
+        got = [[tuple(t.shape) for t in out.hidden_states] for out in outputs]
+        assert got == self.tester.expected_hidden_shapes(config)
+
+
+def test_backbone_hidden_states_are_all_or_four_evenly_spaced():
+    from hf_stagegan.modeling_stagegan import backbone_hidden_state_indices
+
+    assert backbone_hidden_state_indices(2) == [0, 1, 2]
+    assert backbone_hidden_state_indices(3) == [0, 1, 2, 3]
+    assert backbone_hidden_state_indices(12) == [0, 4, 8, 12]  # ViT-B: embeddings, layers 4, 8 and the last

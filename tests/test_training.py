@@ -228,7 +228,11 @@ def test_bf16_mixed_precision_step_updates_fp32_weights(tokenizer, clip_model, b
 def train_red_and_blue(tokenizer, clip_model, fusion_type, accelerator=None, **config_overrides):
     """60 steps on the red/blue toy set after 40 CLIP_FT steps; returns red-minus-blue per level before and after."""
     clip_model = finetune_clip(clip_model.train(), tokenizer, steps=40)
+    if "clip" in config_overrides.get("discriminator_backbone", ()):
+        config_overrides["discriminator_vision_config"] = clip_model.config.vision_config
     generator, discriminator, _ = build(tiny_config(fusion_type=fusion_type, **config_overrides), seed=0)
+    if discriminator.vision_backbone is not None:  # as examples/train.py: the "clip" levels read CLIP_FT's tower
+        discriminator.load_vision_backbone(clip_model)
     optimizers = build_optimizers(generator, discriminator, generator_lr=2e-3, discriminator_lr=2e-3)
     initial = red_minus_blue(generator, clip_model, tokenizer)
     generator_p, levels_p = generator, discriminator.levels
@@ -302,6 +306,34 @@ def test_learning_with_augmented_discriminator_inputs(tokenizer, clip_model):
         tokenizer, clip_model, "attention", discriminator_augmentation=["translation", "cutout"]
     )
     assert_red_caption_gives_redder_images(initial, final)
+
+
+@pytest.mark.slow
+def test_learning_with_discriminators_on_the_clip_image_tower(tokenizer, clip_model):
+    # D2 and D3 read CLIP_FT's frozen image tower (discriminator_backbone "clip"): the captions still steer x2 and x3
+    initial, final = train_red_and_blue(
+        tokenizer, clip_model, "attention", discriminator_backbone=["conv", "clip", "clip"],
+        discriminator_spectral_norm=[True, False, False],
+    )
+    assert_red_caption_gives_redder_images(initial, final)
+
+
+def test_training_step_with_clip_backbone_steps_the_heads_and_leaves_the_tower(tokenizer, clip_model):
+    config = tiny_config(discriminator_backbone="clip", discriminator_vision_config=clip_model.config.vision_config)
+    generator, discriminator, optimizers = build(config)
+    clip_model.requires_grad_(False)
+    discriminator.load_vision_backbone(clip_model)
+    levels = {name: snapshot(m) for name, m in zip(("d1", "d2", "d3"), discriminator.levels)}
+    tower, clip_before = snapshot(discriminator.vision_backbone), snapshot(clip_model)
+    logs = training_step(
+        toy_batch(tokenizer), generator=generator, discriminator_levels=discriminator.levels,
+        clip_model=clip_model, optimizers=optimizers,
+    )
+    for name, module in zip(levels, discriminator.levels):
+        assert changed(module, levels[name]), name
+    assert not changed(discriminator.vision_backbone, tower) and not changed(clip_model, clip_before)
+    assert all(p.grad is None for p in discriminator.vision_backbone.parameters())
+    assert all(math.isfinite(logs[f"loss_d{level}"]) for level in (1, 2, 3))
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 from transformers import PretrainedConfig
@@ -10,6 +11,7 @@ FUSION_TYPES = ("attention", "memory")
 STAGE_GRADIENTS = ("isolated", "end_to_end")
 GRADIENT_PENALTIES = ("none", "r1", "matching_aware")
 DISCRIMINATOR_AUGMENTATIONS = ("translation", "cutout", "color")  # hf_stagegan.augmentation's transformations
+DISCRIMINATOR_BACKBONES = ("conv", "clip")
 
 
 class StageGANConfig(PretrainedConfig):
@@ -75,6 +77,17 @@ class StageGANConfig(PretrainedConfig):
         discriminator_spectral_norm (`bool` or `list[bool]`, *optional*, defaults to `True`):
             Spectral normalisation of every discriminator convolution, as in the authors' code; a list of 3 sets it
             for D1, D2 and D3 apart (`level_discriminator_spectral_norm(k)`).
+        discriminator_backbone (`str` or `list[str]`, *optional*, defaults to `"conv"`):
+            What a discriminator reads its image with: `"conv"`, its own strided convolutions (the patent's); or
+            `"clip"`, the hidden states of a frozen CLIP image tower (CLIP_FT's, as GALIP's CLIP-based discriminator
+            and Projected GAN's pretrained feature network; not in the patent), which only a small head on top of it
+            learns: `discriminator_channels` sets that head's width, `discriminator_spectral_norm` its normalisation.
+            A list of 3 sets D1, D2 and D3 apart (`level_discriminator_backbone(k)`). Any `"clip"` level needs
+            `discriminator_vision_config`.
+        discriminator_vision_config (`dict`, *optional*):
+            The `CLIPVisionConfig` (as a dict) of the frozen image tower that `"clip"` discriminators share; the
+            training script copies CLIP_FT's vision config and weights into it (`StageGANDiscriminator.
+            load_vision_backbone`). Saved with the discriminator, so a saved discriminator is whole.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialisation of convolutions and linear layers (DCGAN's value).
 
@@ -114,6 +127,8 @@ class StageGANConfig(PretrainedConfig):
         gradient_penalty_weight: float = 2.0,
         discriminator_augmentation: list[str] | tuple[str, ...] = (),
         discriminator_spectral_norm: bool | list[bool] = True,
+        discriminator_backbone: str | list[str] = "conv",
+        discriminator_vision_config: dict | None = None,
         initializer_range: float = 0.02,
         **kwargs,
     ):
@@ -137,6 +152,8 @@ class StageGANConfig(PretrainedConfig):
         self.gradient_penalty_weight = gradient_penalty_weight
         self.discriminator_augmentation = discriminator_augmentation
         self.discriminator_spectral_norm = discriminator_spectral_norm
+        self.discriminator_backbone = discriminator_backbone
+        self.discriminator_vision_config = discriminator_vision_config
         self.initializer_range = initializer_range
         # AutoModel maps this config to the generator or the discriminator by `architectures` (each model's
         # `save_pretrained` writes its own class); a config that names no model builds the generator
@@ -151,6 +168,9 @@ class StageGANConfig(PretrainedConfig):
         if check is not None:
             if name in _LIST_FIELDS and isinstance(value, tuple):
                 value = list(value)  # JSON has no tuples: keep the saved and the in-memory form equal
+            if name == "discriminator_vision_config" and isinstance(value, (PretrainedConfig, dict)):
+                # kept as the dict that config.json gives back (JSON keys are strings: `id2label`'s ints become "0")
+                value = json.loads(json.dumps(value.to_dict() if isinstance(value, PretrainedConfig) else value))
             check(name, value)
         super().__setattr__(name, value)
 
@@ -171,6 +191,15 @@ class StageGANConfig(PretrainedConfig):
     def level_discriminator_spectral_norm(self, level: int) -> bool:
         """`discriminator_spectral_norm` of D`level` (1, 2 or 3): the one bool, or the list's entry."""
         return _per_level(self.discriminator_spectral_norm, level)
+
+    def level_discriminator_backbone(self, level: int) -> str:
+        """`discriminator_backbone` of D`level` (1, 2 or 3): `"conv"` or `"clip"`."""
+        return _per_level(self.discriminator_backbone, level)
+
+    @property
+    def uses_vision_backbone(self) -> bool:
+        """Whether any discriminator reads the frozen CLIP image tower (`discriminator_backbone` `"clip"`)."""
+        return any(self.level_discriminator_backbone(level) == "clip" for level in (1, 2, 3))
 
     @property
     def initial_resolution(self) -> int:
@@ -254,6 +283,17 @@ def _check_augmentation(name, policy):
         raise ValueError(f"`{name}` names a transformation twice: {list(policy)!r}.")
 
 
+def _check_vision_config(name, value):
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ValueError(f"`{name}` must be None or a CLIPVisionConfig as a dict, got {type(value).__name__} {value!r}.")
+    for key in ("hidden_size", "image_size", "patch_size"):
+        item = value.get(key)
+        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+            raise ValueError(f"`{name}` must give `{key}` as an int >= 1 (a CLIPVisionConfig's fields), got {item!r}.")
+
+
 def _int_at_least(minimum):
     return partial(_check_int, minimum=minimum)
 
@@ -263,7 +303,13 @@ def _number(minimum, strict):
 
 
 # fields kept as lists (JSON has no tuples)
-_LIST_FIELDS = ("stage_resolutions", "discriminator_augmentation", "discriminator_channels", "discriminator_spectral_norm")
+_LIST_FIELDS = (
+    "stage_resolutions",
+    "discriminator_augmentation",
+    "discriminator_channels",
+    "discriminator_spectral_norm",
+    "discriminator_backbone",
+)
 
 # field -> check(name, value) raising ValueError; run on every assignment and by `StageGANConfig.validate`
 _FIELD_CHECKS = {
@@ -287,6 +333,8 @@ _FIELD_CHECKS = {
     "damsm_gamma2": _number(0.0, strict=True),
     "damsm_gamma3": _number(0.0, strict=True),
     "discriminator_spectral_norm": _one_or_per_level(_check_bool),
+    "discriminator_backbone": _one_or_per_level(partial(_check_choice, choices=DISCRIMINATOR_BACKBONES)),
+    "discriminator_vision_config": _check_vision_config,
     "initializer_range": _number(0.0, strict=True),
 }
 

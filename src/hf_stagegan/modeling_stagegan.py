@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
-from transformers import PreTrainedModel
+from transformers import CLIPVisionConfig, CLIPVisionModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_stagegan import StageGANConfig
+from .encoders import prepare_images
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Outputs
@@ -58,7 +59,10 @@ class StageGANDiscriminatorOutput(ModelOutput):
             LeakyReLU), `(batch, ndf * min(2**i, 8), r / 2**(i+1), r / 2**(i+1))` for `i = 0 .. log2(r / 4) - 1` where
             `ndf = config.level_discriminator_channels(k)` for level k, ending at 4x4; for D2 and D3 then the joint
             image-condition features that the logit convolution reads, `(batch, C, 4, 4)` with `C` the last map's
-            channels.
+            channels. A `"clip"` level (`config.level_discriminator_backbone(k)`) starts from the frozen tower's
+            patch grid instead: its 1x1 convolution's output `(batch, 2 * ndf, g, g)` (g = the tower's patches per
+            side), then each strided convolution's, doubling the channels, down to at most 4x4, then (D2, D3) the
+            joint features.
     """
 
     logits: torch.FloatTensor | None = None
@@ -467,6 +471,89 @@ class ConditionalDiscriminator(nn.Module):
         return (logits, hidden_states + (joint,)) if output_hidden_states else logits
 
 
+# at most this many of the frozen image tower's hidden states (evenly spaced, the last included) feed a "clip" level
+MAX_BACKBONE_HIDDEN_STATES = 4
+
+
+def backbone_hidden_state_indices(num_hidden_layers: int) -> list[int]:
+    """Which of a CLIP image tower's `num_hidden_layers + 1` hidden states a `"clip"` discriminator reads."""
+    count = num_hidden_layers + 1
+    if count <= MAX_BACKBONE_HIDDEN_STATES:
+        return list(range(count))
+    step = (count - 1) / (MAX_BACKBONE_HIDDEN_STATES - 1)
+    return [round(index * step) for index in range(MAX_BACKBONE_HIDDEN_STATES)]
+
+
+class VisionBackboneDiscriminator(nn.Module):
+    """
+    A discriminator level that reads the frozen CLIP image tower its `StageGANDiscriminator` holds
+    (`discriminator_backbone="clip"`; GALIP's CLIP-based discriminator, Projected GAN's pretrained feature network).
+
+    The image (any size: resized as CLIP_FT sees it, `encoders.prepare_images`) goes through the tower; the patch
+    tokens of some of its hidden states (`backbone_hidden_state_indices`), each layer-normalised without weights, are
+    stacked into a `(B, L * hidden, g, g)` map on the patch grid, and only a small head learns: a 1x1 convolution
+    to `2 * discriminator_channels`, strided 4x4 convolutions (doubling the width) down to at most 4x4, then, for D2 and
+    D3, a 3x3 convolution over those features and the condition vector, as `ConditionalDiscriminator`, and a final
+    convolution over the whole map to one logit. The head keeps PyTorch's default initialisation.
+
+    The tower is not a submodule of the level (one tower serves every "clip" level, and no optimizer of a level sees
+    it); gradients flow through it to the image only when the image requires them (the generator's update, a gradient
+    penalty), so the discriminator's own update runs it without a graph.
+    """
+
+    def __init__(self, config: StageGANConfig, level: int, backbone: CLIPVisionModel):
+        super().__init__()
+        object.__setattr__(self, "_backbone", backbone)  # shared and frozen: not a submodule
+        vision = backbone.config
+        self.hidden_state_indices = backbone_hidden_state_indices(vision.num_hidden_layers)
+        side = vision.image_size // vision.patch_size
+        sn = config.level_discriminator_spectral_norm(level)
+        channels = 2 * config.level_discriminator_channels(level)
+        layers = [
+            _maybe_spectral_norm(nn.Conv2d(len(self.hidden_state_indices) * vision.hidden_size, channels, 1), sn),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        while side > 4:
+            layers += [_maybe_spectral_norm(nn.Conv2d(channels, 2 * channels, 4, 2, 1), sn), nn.LeakyReLU(0.2, inplace=True)]
+            channels, side = 2 * channels, side // 2
+        self.encoder = nn.Sequential(*layers)
+        self.joint = None
+        if level > 1:
+            self.joint = nn.Sequential(
+                _maybe_spectral_norm(conv3x3(channels + config.text_embed_dim, channels, bias=True), sn),
+                nn.LeakyReLU(0.2, inplace=True),
+            )
+        self.to_logit = _maybe_spectral_norm(nn.Conv2d(channels, 1, kernel_size=side), sn)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                module._keeps_default_init = True
+
+    def backbone_features(self, images: torch.Tensor) -> torch.Tensor:
+        """`(B, 3, r, r)` in [-1, 1] -> the stacked, normalised patch tokens `(B, L * hidden, g, g)`."""
+        backbone = self._backbone
+        with torch.set_grad_enabled(torch.is_grad_enabled() and images.requires_grad):
+            pixels = prepare_images(images, backbone.config.image_size)
+            states = backbone(pixel_values=pixels, output_hidden_states=True).hidden_states
+            tokens = torch.cat(
+                [F.layer_norm(states[index][:, 1:], states[index].shape[-1:]) for index in self.hidden_state_indices],
+                dim=-1,
+            )  # (B, g*g, L*hidden): the class token left out
+        side = int(math.isqrt(tokens.shape[1]))
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+
+    def forward(self, images, condition=None, output_hidden_states=False):
+        features, hidden_states = self.backbone_features(images), ()
+        for index in range(0, len(self.encoder), 2):  # (conv, LeakyReLU) pairs, as `ImageEncoder`
+            features = self.encoder[index + 1](self.encoder[index](features))
+            hidden_states += (features,)
+        if self.joint is not None:
+            condition = condition[:, :, None, None].expand(-1, -1, *features.shape[2:])
+            features = self.joint(torch.cat([features, condition], dim=1))
+            hidden_states += (features,)
+        logits = self.to_logit(features).flatten()  # (B,)
+        return (logits, hidden_states) if output_hidden_states else logits
+
+
 def mean_word_embedding(word_embeds: torch.Tensor, word_mask: torch.Tensor | None) -> torch.Tensor:
     """The patent's c_w-hat ([0111]): mean of the word vectors over non-padding words. `(B, L, D) -> (B, D)`."""
     if word_mask is None:
@@ -531,6 +618,12 @@ class StageGANPreTrainedModel(PreTrainedModel):
             vectors_loaded = _is_loaded(module._u) and _is_loaded(module._v)
             if _is_loaded(weight) and not vectors_loaded:  # a new weight is handled with its list above
                 _restart_power_iteration(module, weight)
+        elif getattr(module, "_keeps_default_init", False):  # a VisionBackboneDiscriminator head: nn.Conv2d's own
+            if not parametrize.is_parametrized(module, "weight"):
+                init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                bound = 1 / math.sqrt(module.in_channels * module.kernel_size[0] * module.kernel_size[1])
+                init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             if not parametrize.is_parametrized(module, "weight"):
                 init.normal_(module.weight, mean=0.0, std=std)
@@ -679,7 +772,9 @@ class StageGANGenerator(StageGANPreTrainedModel):
 class StageGANDiscriminator(StageGANPreTrainedModel):
     r"""
     The three StageGAN discriminators. `level1` (D1) sees only an image; `level2` (D2) an image and the sentence vector;
-    `level3` (D3) an image and the mean of the word vectors over real words. Each returns logits, `(batch,)`.
+    `level3` (D3) an image and the mean of the word vectors over real words. Each returns logits, `(batch,)`. A level
+    whose `config.level_discriminator_backbone(k)` is `"clip"` reads the image through `vision_backbone`, a frozen
+    CLIP image tower shared by those levels (`VisionBackboneDiscriminator`; `load_vision_backbone` copies CLIP_FT's).
 
     Example:
 
@@ -699,10 +794,54 @@ class StageGANDiscriminator(StageGANPreTrainedModel):
     def __init__(self, config: StageGANConfig):
         super().__init__(config)
         first, second, third = config.stage_resolutions
-        self.level1 = UnconditionalDiscriminator(config, first)
-        self.level2 = ConditionalDiscriminator(config, second, level=2)
-        self.level3 = ConditionalDiscriminator(config, third, level=3)
+        self.vision_backbone = None
+        if config.uses_vision_backbone:
+            if config.discriminator_vision_config is None:
+                clip_levels = [level for level in (1, 2, 3) if config.level_discriminator_backbone(level) == "clip"]
+                raise ValueError(
+                    f"`discriminator_backbone` {config.discriminator_backbone!r} reads a CLIP image tower at D"
+                    f"{clip_levels}, but `discriminator_vision_config` is None; give the CLIPVisionConfig of that "
+                    "tower (as a dict, e.g. `clip_model.config.vision_config.to_dict()`)."
+                )
+            # one frozen tower for every "clip" level; its weights come from CLIP_FT (`load_vision_backbone`)
+            self.vision_backbone = CLIPVisionModel._from_config(CLIPVisionConfig(**config.discriminator_vision_config))
+            self.vision_backbone.requires_grad_(False).eval()
+
+        def level_module(level, default):
+            if config.level_discriminator_backbone(level) == "clip":
+                return VisionBackboneDiscriminator(config, level, self.vision_backbone)
+            return default()
+
+        self.level1 = level_module(1, lambda: UnconditionalDiscriminator(config, first))
+        self.level2 = level_module(2, lambda: ConditionalDiscriminator(config, second, level=2))
+        self.level3 = level_module(3, lambda: ConditionalDiscriminator(config, third, level=3))
         self.post_init()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.vision_backbone is not None:
+            self.vision_backbone.eval()  # frozen: always as CLIP_FT scores images
+        return self
+
+    @torch.no_grad()
+    def load_vision_backbone(self, clip_model) -> None:
+        """
+        Copy the image tower of `clip_model` (a `CLIPModel`, e.g. CLIP_FT) into the frozen tower that the `"clip"`
+        discriminator levels read. Its vision config must be `config.discriminator_vision_config`.
+        """
+        if self.vision_backbone is None:
+            raise ValueError(
+                f"This discriminator has no CLIP image tower: `discriminator_backbone` is "
+                f"{self.config.discriminator_backbone!r}, none of its levels is 'clip'."
+            )
+        source = clip_model.vision_model
+        expected = {key: self.config.discriminator_vision_config.get(key) for key in ("hidden_size", "image_size", "patch_size", "num_hidden_layers")}
+        given = {key: getattr(source.config, key, None) for key in expected}
+        if given != expected:
+            raise ValueError(
+                f"`clip_model`'s image tower {given} does not match `discriminator_vision_config` {expected}."
+            )
+        self.vision_backbone.load_state_dict(source.state_dict())
 
     @property
     def levels(self) -> tuple[nn.Module, nn.Module, nn.Module]:
