@@ -835,7 +835,8 @@ class StageGANDiscriminator(StageGANPreTrainedModel):
                 f"{self.config.discriminator_backbone!r}, none of its levels is 'clip'."
             )
         source = clip_model.vision_model
-        expected = {key: self.config.discriminator_vision_config.get(key) for key in ("hidden_size", "image_size", "patch_size", "num_hidden_layers")}
+        shape_fields = ("hidden_size", "image_size", "patch_size", "num_hidden_layers")
+        expected = {key: self.config.discriminator_vision_config.get(key) for key in shape_fields}
         given = {key: getattr(source.config, key, None) for key in expected}
         if given != expected:
             raise ValueError(
