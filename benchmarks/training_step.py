@@ -107,6 +107,10 @@ def main():
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--clip", choices=["vit-b32", "small"], default="vit-b32")
     parser.add_argument("--fusion_type", default="attention", choices=["attention", "memory"])
+    parser.add_argument(
+        "--discriminator_backbone", nargs=3, default=["conv"] * 3, choices=["conv", "clip"], metavar="{conv,clip}",
+        help="D1 D2 D3: their own convolutions or the frozen CLIP image tower (clip levels without spectral norm)",
+    )
     parser.add_argument("--mixed_precision", nargs="+", default=["no"], choices=["no", "bf16"])
     parser.add_argument("--breakdown", action="store_true", help="also time the parts of a step on their own")
     parser.add_argument("--threads", type=int, default=2)
@@ -127,16 +131,21 @@ def main():
     config = StageGANConfig(
         stage_resolutions=[side // 4, side // 2, side], generator_channels=args.generator_channels,
         discriminator_channels=args.discriminator_channels, text_embed_dim=clip.config.projection_dim,
-        fusion_type=args.fusion_type,
+        fusion_type=args.fusion_type, discriminator_backbone=args.discriminator_backbone,
+        discriminator_spectral_norm=[backbone == "conv" for backbone in args.discriminator_backbone],
+        discriminator_vision_config=clip.config.vision_config if "clip" in args.discriminator_backbone else None,
     )
     generator, discriminator = StageGANGenerator(config).to(device), StageGANDiscriminator(config).to(device)
+    if discriminator.vision_backbone is not None:
+        discriminator.load_vision_backbone(clip)
     optimizers = build_optimizers(generator, discriminator)
     text = tokenizer([CAPTION] * args.batch_size, padding=True, return_tensors="pt").to(device)
     batch = {"pixel_values": torch.rand(args.batch_size, 3, side, side, device=device) * 2 - 1, **text}
     emit(
         benchmark="training_step", **machine(device), resolution=config.stage_resolutions,
         generator_channels=args.generator_channels, discriminator_channels=args.discriminator_channels,
-        fusion_type=args.fusion_type, clip=args.clip, batch_size=args.batch_size,
+        fusion_type=args.fusion_type, discriminator_backbone=args.discriminator_backbone, clip=args.clip,
+        batch_size=args.batch_size,
         generator_parameters=generator.num_parameters(), discriminator_parameters=discriminator.num_parameters(),
         clip_parameters=clip.num_parameters(),
     )
