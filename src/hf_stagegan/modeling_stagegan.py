@@ -807,14 +807,11 @@ class StageGANDiscriminator(StageGANPreTrainedModel):
             self.vision_backbone = CLIPVisionModel._from_config(CLIPVisionConfig(**config.discriminator_vision_config))
             self.vision_backbone.requires_grad_(False).eval()
 
-        def level_module(level, default):
-            if config.level_discriminator_backbone(level) == "clip":
-                return VisionBackboneDiscriminator(config, level, self.vision_backbone)
-            return default()
-
-        self.level1 = level_module(1, lambda: UnconditionalDiscriminator(config, first))
-        self.level2 = level_module(2, lambda: ConditionalDiscriminator(config, second, level=2))
-        self.level3 = level_module(3, lambda: ConditionalDiscriminator(config, third, level=3))
+        on_tower = [config.level_discriminator_backbone(level) == "clip" for level in (1, 2, 3)]
+        tower = self.vision_backbone
+        self.level1 = VisionBackboneDiscriminator(config, 1, tower) if on_tower[0] else UnconditionalDiscriminator(config, first)
+        self.level2 = VisionBackboneDiscriminator(config, 2, tower) if on_tower[1] else ConditionalDiscriminator(config, second, 2)
+        self.level3 = VisionBackboneDiscriminator(config, 3, tower) if on_tower[2] else ConditionalDiscriminator(config, third, 3)
         self.post_init()
 
     def train(self, mode: bool = True):
