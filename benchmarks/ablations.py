@@ -42,6 +42,8 @@ VARIANTS: dict[str, list[str]] = {
     ],
     # AttnGAN-style end-to-end gradients instead of claim 8's per-level isolation
     "end_to_end": ["--stage_gradient", "end_to_end"],
+    # levels 2 and 3 add a correction to the previous level's upsampled image instead of drawing a new one
+    "image_skip": ["--image_skip"],
     # DM-GAN dynamic memory instead of attention fusion
     "memory_fusion": ["--fusion_type", "memory"],
     # the patent's L_D exactly: no matching-aware (mismatched caption) term

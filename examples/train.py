@@ -124,6 +124,11 @@ def parse_args(argv=None):
     model.add_argument("--fusion_type", default="attention", choices=["attention", "memory"])
     model.add_argument("--stage_gradient", default="isolated", choices=["isolated", "end_to_end"])
     model.add_argument(
+        "--image_skip", action=argparse.BooleanOptionalAction, default=False,
+        help="levels 2 and 3 draw a correction added to the previous level's upsampled image (StyleGAN2's skip "
+        "generator) instead of a new image; not in the patent",
+    )
+    model.add_argument(
         "--mismatched_text_weight", type=float, default=1.0,
         help="weight of the matching-aware D2/D3 term (real image + mismatched caption = fake); 0 = the patent's L_D "
         "(the main job uses 1: see docs/results.md)",
@@ -355,6 +360,7 @@ def _base_config(args, text_embed_dim):
         text_embed_dim=text_embed_dim,
         fusion_type=args.fusion_type,
         stage_gradient=args.stage_gradient,
+        image_skip=args.image_skip,
         mismatched_text_weight=args.mismatched_text_weight,
         discriminator_gradient_penalty=args.discriminator_gradient_penalty,
         gradient_penalty_weight=args.gradient_penalty_weight,

@@ -14,13 +14,14 @@ def test_defaults_follow_the_patent():
     assert config.initial_resolution == 8  # level 1: three upsamplings to 64 px
     assert config.level2_residual_blocks == 2  # [0079]
     assert config.stage_gradient == "isolated"  # claim 8
+    assert config.image_skip is False  # each level draws its own image (claims 2-4)
     assert config.fusion_type == "attention"
     assert (config.level2_sentence_weight, config.level3_sentence_weight, config.level3_word_weight) == (1.0, 4.0, 1.0)
     assert (config.damsm_gamma1, config.damsm_gamma2, config.damsm_gamma3) == (4.0, 5.0, 10.0)
 
 
 def test_json_round_trip_and_auto_config(tmp_path):
-    config = StageGANConfig(stage_resolutions=[16, 32, 64], fusion_type="memory", stage_gradient="end_to_end")
+    config = StageGANConfig(stage_resolutions=[16, 32, 64], fusion_type="memory", stage_gradient="end_to_end", image_skip=True)
     config.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "stagegan" and saved["stage_resolutions"] == [16, 32, 64]
@@ -71,6 +72,7 @@ def test_discriminator_backbone_per_level_and_its_vision_config(tmp_path):
         ("level2_residual_blocks", -1, "`level2_residual_blocks` must be an int >= 0, got -1"),
         ("fusion_type", "concat", "`fusion_type` must be one of ['attention', 'memory'], got 'concat'"),
         ("stage_gradient", "frozen", "`stage_gradient` must be one of ['isolated', 'end_to_end'], got 'frozen'"),
+        ("image_skip", 1, "`image_skip` must be a bool, got 1"),
         ("level3_word_weight", -1.0, "`level3_word_weight` must be a number >= 0.0, got -1.0"),
         ("damsm_gamma2", 0.0, "`damsm_gamma2` must be a number > 0.0, got 0.0"),
         ("damsm_gamma1", float("nan"), "`damsm_gamma1` must be a number > 0.0, got nan"),

@@ -438,6 +438,15 @@ def test_discriminator_width_and_spectral_norm_flags_take_one_value_or_one_per_l
         assert message in capsys.readouterr().err
 
 
+def test_image_skip_flag_sets_the_config_and_defaults_to_the_patents_levels():
+    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    assert train.build_config(train.parse_args([]), 16).image_skip is False
+    assert train.build_config(train.parse_args(["--image_skip"]), 16).image_skip is True
+    assert train.build_config(train.parse_args(["--config_overrides", '{"image_skip": true}']), 16).image_skip is True
+
+
 def test_discriminator_backbone_flag_takes_clip_ft_s_vision_config():
     spec = importlib.util.spec_from_file_location("train_script", TRAIN)
     train = importlib.util.module_from_spec(spec)

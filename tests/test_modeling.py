@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.nn.utils import parametrize
 from transformers import AutoConfig, AutoModel
@@ -11,6 +12,10 @@ from hf_stagegan import StageGANConfig, StageGANDiscriminator, StageGANGenerator
 from hf_stagegan.modeling_stagegan import UnconditionalDiscriminator, mean_word_embedding
 
 from .conftest import TINY_TEXT_DIM, tiny_config
+
+
+def upsample_bilinear(images):
+    return F.interpolate(images, scale_factor=2, mode="bilinear", align_corners=False)
 
 
 class StageGANGeneratorModelTester:
@@ -67,11 +72,17 @@ class StageGANGeneratorModelTester:
         return model, out
 
     def create_and_check_hidden_states_are_documented_features(self, model, inputs):
-        """Each level's hidden state is exactly what its `to_image` head turned into that level's image."""
+        """
+        Each level's hidden state is exactly what its `to_image` head turned into that level's image; with
+        `image_skip`, what its head added to the previous level's pre-tanh image, upsampled x2.
+        """
         with torch.no_grad():
             out = model(**inputs, output_hidden_states=True)
+        logits = None
         for level, hidden, image in zip(model.levels, out.hidden_states, out.images):
-            torch.testing.assert_close(level.to_image(hidden), image, rtol=0, atol=0)
+            own = level.to_image[0](hidden)  # the head's convolution, before its tanh
+            logits = own if logits is None or not model.config.image_skip else own + upsample_bilinear(logits)
+            torch.testing.assert_close(torch.tanh(logits), image, rtol=0, atol=0)
 
 
 class StageGANDiscriminatorModelTester(StageGANGeneratorModelTester):
@@ -152,6 +163,25 @@ def test_generator_can_stop_after_level_one_or_two():
     assert len(level1) == 1 and len(level2) == 2
     torch.testing.assert_close(level1[0], full[0], rtol=0, atol=0)
     torch.testing.assert_close(level2[1], full[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("image_skip", [False, True])
+def test_image_skip_levels_draw_corrections_to_the_previous_image(image_skip):
+    config, inputs = StageGANGeneratorModelTester(image_skip=image_skip).prepare_config_and_inputs()
+    model = StageGANGenerator(config).eval()
+    with torch.no_grad():
+        drawn = model(**inputs, output_hidden_states=True)
+        for level in model.levels[1:]:
+            level.to_image[0].weight.zero_()  # heads of levels 2 and 3 that draw nothing (the conv has no bias)
+        passed_on = model(**inputs).images
+    assert not torch.allclose(drawn.images[2], passed_on[2])
+    if image_skip:  # x1, upsampled twice before its tanh, is what reaches x3
+        x1_logits = model.level1.to_image[0](drawn.hidden_states[0])
+        torch.testing.assert_close(passed_on[2], torch.tanh(upsample_bilinear(upsample_bilinear(x1_logits))))
+        assert passed_on[2].std() > 0.05
+    else:  # each level draws alone: a flat grey x3
+        assert torch.equal(passed_on[2], torch.zeros_like(passed_on[2]))
+    assert torch.equal(passed_on[0], drawn.images[0])  # level 1 as it was
 
 
 def test_level_one_ignores_text_and_text_changes_later_levels():
@@ -506,6 +536,10 @@ class ModelConformanceChecks:
 
 class TestStageGANGenerator(ModelConformanceChecks):
     tester = StageGANGeneratorModelTester()
+
+
+class TestStageGANGeneratorImageSkip(ModelConformanceChecks):
+    tester = StageGANGeneratorModelTester(image_skip=True)
 
 
 class TestStageGANDiscriminator(ModelConformanceChecks):

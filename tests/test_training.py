@@ -58,9 +58,10 @@ def fakes_and_text(generator, clip_model, batch):
     return images, text
 
 
+@pytest.mark.parametrize("image_skip", [False, True])
 @pytest.mark.parametrize("stage_gradient", ["isolated", "end_to_end"])
-def test_claim8_level2_update_and_g1(tokenizer, clip_model, stage_gradient):
-    generator, discriminator, optimizers = build(tiny_config(stage_gradient=stage_gradient))
+def test_claim8_level2_update_and_g1(tokenizer, clip_model, stage_gradient, image_skip):
+    generator, discriminator, optimizers = build(tiny_config(stage_gradient=stage_gradient, image_skip=image_skip))
     clip_model.requires_grad_(False)
     images, text = fakes_and_text(generator, clip_model, toy_batch(tokenizer, 4))
     losses = generator_losses(images, text, discriminator.levels, clip_model, generator.config)
@@ -76,10 +77,13 @@ def test_claim8_level2_update_and_g1(tokenizer, clip_model, stage_gradient):
         assert all(torch.equal(p, q) for p, q in zip(generator.level1.parameters(), g1_before))  # bit-identical
     else:
         assert changed(generator.level1, g1_before)
+        head_grad = generator.level1.to_image[0].weight.grad  # x1 itself is on x2's path only through the skip
+        assert (head_grad is not None and bool(head_grad.abs().sum() > 0)) == image_skip
 
 
-def test_summed_generator_loss_gives_each_level_only_its_own_gradient(tokenizer, clip_model):
-    generator, discriminator, _ = build(tiny_config())
+@pytest.mark.parametrize("image_skip", [False, True])
+def test_summed_generator_loss_gives_each_level_only_its_own_gradient(tokenizer, clip_model, image_skip):
+    generator, discriminator, _ = build(tiny_config(image_skip=image_skip))
     clip_model.requires_grad_(False)
     images, text = fakes_and_text(generator, clip_model, toy_batch(tokenizer, 4))
     losses = generator_losses(images, text, discriminator.levels, clip_model, generator.config)
@@ -305,6 +309,13 @@ def test_learning_with_augmented_discriminator_inputs(tokenizer, clip_model):
     initial, final = train_red_and_blue(
         tokenizer, clip_model, "attention", discriminator_augmentation=["translation", "cutout"]
     )
+    assert_red_caption_gives_redder_images(initial, final)
+
+
+@pytest.mark.slow
+def test_learning_with_image_skip(tokenizer, clip_model):
+    # levels 2 and 3 draw corrections to x1, which never sees the text: the captions still steer x2 and x3
+    initial, final = train_red_and_blue(tokenizer, clip_model, "attention", image_skip=True)
     assert_red_caption_gives_redder_images(initial, final)
 
 

@@ -45,6 +45,12 @@ class StageGANConfig(PretrainedConfig):
             `"isolated"`: x1's and x2's features enter the next level detached, so each level's loss updates only
             its own sub-network (claim 8). `"end_to_end"`: gradients of levels 2 and 3 flow back into the earlier
             levels, as in AttnGAN (for ablations).
+        image_skip (`bool`, *optional*, defaults to `False`):
+            `False`: each level draws its image from its own features alone (the patent's). `True`: levels 2 and 3
+            draw a correction to the previous level's image instead: their `to_image` convolution's output is added,
+            before the tanh, to the previous level's pre-tanh image upsampled x2 (bilinear), as in StyleGAN2's skip
+            generator; not in the patent. Under `stage_gradient="isolated"` the previous image enters detached, as
+            its features do, so each level's loss still updates only its own sub-network.
         level2_sentence_weight (`float`, *optional*, defaults to 1.0):
             Weight of Loss_CLIP_FT_s in L_G2_total (claim 6).
         level3_sentence_weight (`float`, *optional*, defaults to 4.0):
@@ -116,6 +122,7 @@ class StageGANConfig(PretrainedConfig):
         level2_residual_blocks: int = 2,
         level3_residual_blocks: int = 2,
         stage_gradient: str = "isolated",
+        image_skip: bool = False,
         level2_sentence_weight: float = 1.0,
         level3_sentence_weight: float = 4.0,
         level3_word_weight: float = 1.0,
@@ -141,6 +148,7 @@ class StageGANConfig(PretrainedConfig):
         self.level2_residual_blocks = level2_residual_blocks
         self.level3_residual_blocks = level3_residual_blocks
         self.stage_gradient = stage_gradient
+        self.image_skip = image_skip
         self.level2_sentence_weight = level2_sentence_weight
         self.level3_sentence_weight = level3_sentence_weight
         self.level3_word_weight = level3_word_weight
@@ -322,6 +330,7 @@ _FIELD_CHECKS = {
     "level2_residual_blocks": _int_at_least(0),
     "level3_residual_blocks": _int_at_least(0),
     "stage_gradient": partial(_check_choice, choices=STAGE_GRADIENTS),
+    "image_skip": _check_bool,
     "level2_sentence_weight": _number(0.0, strict=False),
     "level3_sentence_weight": _number(0.0, strict=False),
     "level3_word_weight": _number(0.0, strict=False),

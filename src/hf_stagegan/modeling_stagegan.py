@@ -250,6 +250,10 @@ class ImageHead(nn.Sequential):
     def __init__(self, channels: int):
         super().__init__(conv3x3(channels, 3), nn.Tanh())
 
+    def logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The image before its tanh (what `config.image_skip` hands to the next level): `(B, C, H, W) -> (B, 3, H, W)`."""
+        return self[0](hidden_states)
+
 
 def to_pixels(hidden_states: torch.Tensor) -> torch.Tensor:
     """`(B, C, H, W) -> (B, N, C)`; a view, no copy, when the map is channels-last."""
@@ -370,13 +374,14 @@ class UnconditionalLevel(nn.Module):
         hidden_states = hidden_states.contiguous(memory_format=torch.channels_last)
         hidden_states = glu(self.project_norm(hidden_states))  # (B, 8C, s, s)
         hidden_states = self.upsample(hidden_states)  # (B, C, r1, r1)
-        return hidden_states, self.to_image(hidden_states)
+        return hidden_states, self.to_image.logits(hidden_states)
 
 
 class RefinementLevel(nn.Module):
     """
     Levels 2 and 3 (claims 3, 4): fuse text into the previous level's image features, residual blocks, one
-    upsampling -> an image of twice the side.
+    upsampling -> an image of twice the side. Given the previous level's pre-tanh image (`config.image_skip`), the
+    level's own image is a correction added to it, upsampled x2.
     """
 
     def __init__(self, config: StageGANConfig, num_residual_blocks: int):
@@ -387,10 +392,13 @@ class RefinementLevel(nn.Module):
         self.upsample = UpBlock(channels * 2, channels)
         self.to_image = ImageHead(channels)
 
-    def forward(self, hidden_states, text_embeds, text_mask=None):
+    def forward(self, hidden_states, text_embeds, text_mask=None, previous_logits=None):
         hidden_states = self.fusion(hidden_states, text_embeds, text_mask)  # (B, 2C, r, r)
         hidden_states = self.upsample(self.residual(hidden_states))  # (B, C, 2r, 2r)
-        return hidden_states, self.to_image(hidden_states)
+        logits = self.to_image.logits(hidden_states)  # (B, 3, 2r, 2r)
+        if previous_logits is not None:
+            logits = logits + F.interpolate(previous_logits, scale_factor=2, mode="bilinear", align_corners=False)
+        return hidden_states, logits
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -749,19 +757,24 @@ class StageGANGenerator(StageGANPreTrainedModel):
             word_mask = None if word_mask is None else word_mask.bool()
 
         isolated = self.config.stage_gradient == "isolated"
-        hidden, image = self.level1(noise)
-        hidden_states, images = [hidden], [image]
+
+        def entering_next_level(tensor):  # claim 8: L_G2 must not move G1, L_G3 neither G1 nor G2
+            return tensor.detach() if isolated else tensor
+
+        def skip(logits):  # what the next level adds its image to, if anything
+            return entering_next_level(logits) if self.config.image_skip else None
+
+        hidden, logits = self.level1(noise)
+        hidden_states, images = [hidden], [torch.tanh(logits)]
         if num_levels >= 2:
-            hidden = hidden.detach() if isolated else hidden  # claim 8: L_G2 must not move G1
             # level 2 fuses the sentence copied into a single text slot (patent [0077])
-            hidden, image = self.level2(hidden, sentence_embeds[:, None, :])
+            hidden, logits = self.level2(entering_next_level(hidden), sentence_embeds[:, None, :], None, skip(logits))
             hidden_states.append(hidden)
-            images.append(image)
+            images.append(torch.tanh(logits))
         if num_levels == 3:
-            hidden = hidden.detach() if isolated else hidden  # claim 8: L_G3 must not move G1 or G2
-            hidden, image = self.level3(hidden, word_embeds, word_mask)
+            hidden, logits = self.level3(entering_next_level(hidden), word_embeds, word_mask, skip(logits))
             hidden_states.append(hidden)
-            images.append(image)
+            images.append(torch.tanh(logits))
 
         output = StageGANGeneratorOutput(
             images=tuple(images), hidden_states=tuple(hidden_states) if output_hidden_states else None
