@@ -48,6 +48,8 @@ VARIANTS: dict[str, list[str]] = {
     "memory_fusion": ["--fusion_type", "memory"],
     # the patent's L_D exactly: no matching-aware (mismatched caption) term
     "no_mismatched_text": ["--mismatched_text_weight", "0"],
+    # D2 and D3 also judge real / fake from the image alone, as in AttnGAN and DM-GAN (weight 1, as the conditional term)
+    "unconditional_discriminators": ["--unconditional_discriminator_weight", "1"],
     # the authors' mismatched term with another example's caption instead of a colour-swapped one
     "shuffled_mismatch": ["--mismatched_captions", "shuffled"],
     # Loss_CLIP_FT at half its weight against the adversarial terms (the patent's 1 : 4 : 1 kept among the three)

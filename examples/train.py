@@ -134,6 +134,11 @@ def parse_args(argv=None):
         "(the main job uses 1: see docs/results.md)",
     )
     model.add_argument(
+        "--unconditional_discriminator_weight", type=float, default=0.0,
+        help="weight of an unconditional real/fake term at D2/D3 and in L_G2/L_G3 (AttnGAN, DM-GAN); 0 = the patent's "
+        "conditional-only D2/D3",
+    )
+    model.add_argument(
         "--discriminator_gradient_penalty", default="none", choices=["none", "r1", "matching_aware"],
         help="regulariser of every D on real pairs: R1, or DF-GAN's matching-aware gradient penalty",
     )
@@ -232,7 +237,10 @@ def parse_args(argv=None):
     for name in ("max_train_steps", "num_train_epochs", "checkpoints_total_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ("clip_num_negatives", "mismatched_text_weight", "gradient_penalty_weight", "ema_batch_norm_samples"):
+    for name in (
+        "clip_num_negatives", "mismatched_text_weight", "unconditional_discriminator_weight", "gradient_penalty_weight",
+        "ema_batch_norm_samples",
+    ):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
     if len(set(args.discriminator_augmentation)) != len(args.discriminator_augmentation):
@@ -362,6 +370,7 @@ def _base_config(args, text_embed_dim):
         stage_gradient=args.stage_gradient,
         image_skip=args.image_skip,
         mismatched_text_weight=args.mismatched_text_weight,
+        unconditional_discriminator_weight=args.unconditional_discriminator_weight,
         discriminator_gradient_penalty=args.discriminator_gradient_penalty,
         gradient_penalty_weight=args.gradient_penalty_weight,
         discriminator_augmentation=args.discriminator_augmentation,

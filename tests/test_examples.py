@@ -447,6 +447,18 @@ def test_image_skip_flag_sets_the_config_and_defaults_to_the_patents_levels():
     assert train.build_config(train.parse_args(["--config_overrides", '{"image_skip": true}']), 16).image_skip is True
 
 
+def test_unconditional_discriminator_weight_flag_sets_the_config(capsys):
+    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    assert train.build_config(train.parse_args([]), 16).unconditional_discriminator_weight == 0.0
+    config = train.build_config(train.parse_args(["--unconditional_discriminator_weight", "0.5"]), 16)
+    assert config.unconditional_discriminator_weight == 0.5
+    with pytest.raises(SystemExit):
+        train.parse_args(["--unconditional_discriminator_weight", "-1"])
+    assert "--unconditional_discriminator_weight must be >= 0, got -1.0" in capsys.readouterr().err
+
+
 def test_discriminator_backbone_flag_takes_clip_ft_s_vision_config():
     spec = importlib.util.spec_from_file_location("train_script", TRAIN)
     train = importlib.util.module_from_spec(spec)

@@ -105,7 +105,7 @@ class StageGANDiscriminatorModelTester(StageGANGeneratorModelTester):
         return [model(**inputs[level], **kwargs) for level in (1, 2, 3)]
 
     def results(self, output):
-        return [output.logits]
+        return [output.logits] + ([] if output.unconditional_logits is None else [output.unconditional_logits])
 
     def expected_hidden_shapes(self, config):
         shapes = []
@@ -439,7 +439,8 @@ class ModelConformanceChecks:
         for plain, with_hidden, as_tuple in zip(default, asked, as_tuples):
             # asking for hidden states changes nothing else; a tuple holds the non-None fields in order
             assert all(torch.equal(a, b) for a, b in zip(self.tester.results(plain), self.tester.results(with_hidden)))
-            assert len(as_tuple) == 2 and all(torch.equal(a, b) for a, b in zip(as_tuple[1], with_hidden.hidden_states))
+            assert len(as_tuple) == len(plain.to_tuple()) + 1  # the same fields, and the hidden states last
+            assert all(torch.equal(a, b) for a, b in zip(as_tuple[-1], with_hidden.hidden_states))
 
     def test_hidden_states_are_the_documented_features(self):
         config, inputs = self.tester.prepare_config_and_inputs()
@@ -544,6 +545,31 @@ class TestStageGANGeneratorImageSkip(ModelConformanceChecks):
 
 class TestStageGANDiscriminator(ModelConformanceChecks):
     tester = StageGANDiscriminatorModelTester()
+
+
+class TestStageGANDiscriminatorUnconditional(ModelConformanceChecks):
+    """The same contract with D2 and D3 also judging the image alone (`unconditional_discriminator_weight`)."""
+
+    tester = StageGANDiscriminatorModelTester(unconditional_discriminator_weight=1.0)
+
+
+def test_unconditional_logits_read_the_image_alone():
+    config, inputs = StageGANDiscriminatorModelTester(unconditional_discriminator_weight=1.0).prepare_config_and_inputs()
+    model = StageGANDiscriminator(config).eval()
+    other_text = {2: {"sentence_embeds": torch.randn_like(inputs[2]["sentence_embeds"])},
+                  3: {"word_embeds": torch.randn_like(inputs[3]["word_embeds"])}}
+    with torch.no_grad():
+        assert model(**inputs[1]).unconditional_logits is None  # D1 has only its one, unconditional, logit
+        for level in (2, 3):
+            out, moved = model(**inputs[level]), model(**{**inputs[level], **other_text[level]})
+            assert out.unconditional_logits.shape == out.logits.shape == (2,)
+            torch.testing.assert_close(moved.unconditional_logits, out.unconditional_logits, rtol=0, atol=0)
+            assert not torch.allclose(moved.logits, out.logits)  # the conditional logit does read the text
+            images = inputs[level]["images"].flip(-1)
+            assert not torch.allclose(model(**{**inputs[level], "images": images}).unconditional_logits, out.unconditional_logits)
+    plain = StageGANDiscriminator(StageGANDiscriminatorModelTester().get_config())
+    assert not any("unconditional" in name for name, _ in plain.named_parameters())  # weight 0: no head at all
+    assert plain(**inputs[2]).unconditional_logits is None and len(plain(**inputs[2], return_dict=False)) == 1
 
 
 class TestStageGANDiscriminatorPerLevel(ModelConformanceChecks):

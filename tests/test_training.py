@@ -295,6 +295,39 @@ def test_gradient_penalty_enters_every_discriminator_loss(tokenizer, clip_model,
         assert losses[10.0][f"loss_d{level}"] == pytest.approx(losses[0.0][f"loss_d{level}"] + scale * value, rel=1e-4)
 
 
+def test_unconditional_term_enters_the_d2_d3_and_g2_g3_losses(tokenizer, clip_model):
+    # weights 1 and 3 build the same networks from the same seed: the D losses differ by 2x the unconditional terms
+    batch = toy_batch(tokenizer, 4)
+    logs = {}
+    for weight in (1.0, 3.0):
+        generator, discriminator, optimizers = build(tiny_config(unconditional_discriminator_weight=weight))
+        torch.manual_seed(1)
+        logs[weight] = training_step(
+            batch, generator=generator, discriminator_levels=discriminator.levels, clip_model=clip_model, optimizers=optimizers
+        )
+    assert "unconditional_d1" not in logs[1.0] and "loss_g1_unconditional" not in logs[1.0]  # D1 is unconditional already
+    for level in (2, 3):
+        d_term = logs[1.0][f"unconditional_d{level}"]
+        assert d_term > 0 and d_term == pytest.approx(logs[3.0][f"unconditional_d{level}"], rel=1e-5)
+        assert logs[3.0][f"loss_d{level}"] == pytest.approx(logs[1.0][f"loss_d{level}"] + 2 * d_term, rel=1e-4)
+    # and the G losses, against the same discriminators (eval: no power iteration of spectral norm between the calls)
+    discriminator.eval()
+    clip_model.requires_grad_(False)
+    images, text = fakes_and_text(generator, clip_model, batch)
+    config = generator.config
+    heavier = copy.deepcopy(config)
+    heavier.unconditional_discriminator_weight = 5.0
+    losses = generator_losses(images, text, discriminator.levels, clip_model, config)
+    more = generator_losses(images, text, discriminator.levels, clip_model, heavier)
+    for level in (2, 3):
+        g_term = losses[f"g{level}_unconditional"]
+        assert g_term > 0 and torch.equal(more[f"g{level}_unconditional"], g_term)
+        torch.testing.assert_close(more[f"g{level}_adversarial"], losses[f"g{level}_adversarial"] + 2 * g_term)
+    generator, discriminator, optimizers = build(tiny_config())
+    plain = training_step(batch, generator=generator, discriminator_levels=discriminator.levels, clip_model=clip_model, optimizers=optimizers)
+    assert not any("unconditional" in key for key in plain)  # weight 0: the patent's losses, nothing added
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fusion_type", ["attention", "memory"])
 def test_learning_red_caption_gives_redder_images(tokenizer, clip_model, fusion_type):
@@ -316,6 +349,13 @@ def test_learning_with_augmented_discriminator_inputs(tokenizer, clip_model):
 def test_learning_with_image_skip(tokenizer, clip_model):
     # levels 2 and 3 draw corrections to x1, which never sees the text: the captions still steer x2 and x3
     initial, final = train_red_and_blue(tokenizer, clip_model, "attention", image_skip=True)
+    assert_red_caption_gives_redder_images(initial, final)
+
+
+@pytest.mark.slow
+def test_learning_with_unconditional_d2_d3(tokenizer, clip_model):
+    # D2 and D3 also judge the image alone: the captions still steer x2 and x3
+    initial, final = train_red_and_blue(tokenizer, clip_model, "attention", unconditional_discriminator_weight=1.0)
     assert_red_caption_gives_redder_images(initial, final)
 
 

@@ -68,6 +68,12 @@ class StageGANConfig(PretrainedConfig):
             describe it must be judged fake (`losses.mismatched_text_loss`). Not in the patent's formulas (0 keeps
             them exact); the authors' code uses it with weight 1. Without it a conditional discriminator never has
             to look at the text to tell real from fake.
+        unconditional_discriminator_weight (`float`, *optional*, defaults to 0.0):
+            Weight of an unconditional real/fake term at levels 2 and 3. The patent gives D2 and D3 only the
+            conditional term ([0090], [0093]); AttnGAN, StackGAN++ and DM-GAN add an unconditional one at every level.
+            When > 0, D2 and D3 get a second logit convolution that reads their image features alone (before the
+            condition joins), and L_D2 / L_D3 add this weight times the same real/fake loss on that logit, L_G2 /
+            L_G3 this weight times the generator loss on it. 0 keeps the patent's losses and builds no such head.
         discriminator_gradient_penalty (`str`, *optional*, defaults to `"none"`):
             A regulariser of every discriminator on real pairs, added to L_Dk (not in the patent): `"none"`; `"r1"`
             (R1, the squared gradient norm with respect to the real image, times `gradient_penalty_weight / 2`);
@@ -130,6 +136,7 @@ class StageGANConfig(PretrainedConfig):
         damsm_gamma2: float = 5.0,
         damsm_gamma3: float = 10.0,
         mismatched_text_weight: float = 0.0,
+        unconditional_discriminator_weight: float = 0.0,
         discriminator_gradient_penalty: str = "none",
         gradient_penalty_weight: float = 2.0,
         discriminator_augmentation: list[str] | tuple[str, ...] = (),
@@ -156,6 +163,7 @@ class StageGANConfig(PretrainedConfig):
         self.damsm_gamma2 = damsm_gamma2
         self.damsm_gamma3 = damsm_gamma3
         self.mismatched_text_weight = mismatched_text_weight
+        self.unconditional_discriminator_weight = unconditional_discriminator_weight
         self.discriminator_gradient_penalty = discriminator_gradient_penalty
         self.gradient_penalty_weight = gradient_penalty_weight
         self.discriminator_augmentation = discriminator_augmentation
@@ -335,6 +343,7 @@ _FIELD_CHECKS = {
     "level3_sentence_weight": _number(0.0, strict=False),
     "level3_word_weight": _number(0.0, strict=False),
     "mismatched_text_weight": _number(0.0, strict=False),
+    "unconditional_discriminator_weight": _number(0.0, strict=False),
     "discriminator_gradient_penalty": partial(_check_choice, choices=GRADIENT_PENALTIES),
     "gradient_penalty_weight": _number(0.0, strict=False),
     "discriminator_augmentation": _check_augmentation,

@@ -53,6 +53,9 @@ class StageGANDiscriminatorOutput(ModelOutput):
     Args:
         logits (`torch.FloatTensor` of shape `(batch,)`):
             Real/fake logit of the level's discriminator; `sigmoid(logits)` is the patent's D(.).
+        unconditional_logits (`torch.FloatTensor` of shape `(batch,)`, *optional*, D2 and D3 when
+            `config.unconditional_discriminator_weight > 0`):
+            The level's real/fake logit from its image features alone, before the condition joins.
         hidden_states (`tuple[torch.FloatTensor]`, *optional*, returned when `output_hidden_states=True` is passed or
             `config.output_hidden_states=True`):
             The level's feature maps from the image inward: the output of each strided 4x4 convolution (after its
@@ -66,6 +69,7 @@ class StageGANDiscriminatorOutput(ModelOutput):
     """
 
     logits: torch.FloatTensor | None = None
+    unconditional_logits: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
@@ -454,10 +458,31 @@ class UnconditionalDiscriminator(nn.Module):
         return (logits, hidden_states) if output_hidden_states else logits
 
 
+def unconditional_head(config: StageGANConfig, channels: int, kernel_size: int, sn: bool) -> nn.Module | None:
+    """The logit convolution of D2 / D3 over the image features alone, if `config.unconditional_discriminator_weight`."""
+    if config.unconditional_discriminator_weight <= 0:
+        return None
+    return _maybe_spectral_norm(nn.Conv2d(channels, 1, kernel_size=kernel_size), sn)
+
+
+def with_unconditional(logits: torch.Tensor, head: nn.Module | None, image_features: torch.Tensor) -> torch.Tensor:
+    """`(B,)` conditional logits, or `(B, 2)` (conditional, unconditional) for a level with an unconditional head."""
+    if head is None:
+        return logits
+    return torch.stack([logits, head(image_features).flatten()], dim=1)
+
+
+def split_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A level's `(B,)` or `(B, 2)` logits -> the conditional `(B,)` and the unconditional `(B,)` or None."""
+    return (logits, None) if logits.ndim == 1 else (logits[:, 0], logits[:, 1])
+
+
 class ConditionalDiscriminator(nn.Module):
     """
     D2 / D3: does the image match the condition vector (the sentence at level 2, the mean word at level 3)? Returns
-    logits `(B,)`, or with `output_hidden_states=True` `(logits, hidden_states)`, as D1.
+    logits `(B,)`, or with `output_hidden_states=True` `(logits, hidden_states)`, as D1. With an unconditional head
+    (`config.unconditional_discriminator_weight > 0`) the logits are `(B, 2)`: conditional, then unconditional, read
+    from the image features before the condition joins (`split_logits`).
     """
 
     def __init__(self, config: StageGANConfig, resolution: int, level: int):
@@ -470,12 +495,13 @@ class ConditionalDiscriminator(nn.Module):
             nn.LeakyReLU(0.2, inplace=True),
         )
         self.to_logit = _maybe_spectral_norm(nn.Conv2d(channels, 1, kernel_size=4), sn)
+        self.to_unconditional_logit = unconditional_head(config, channels, 4, sn)
 
     def forward(self, images, condition, output_hidden_states=False):
         features, hidden_states = self.encoder(images, output_hidden_states)  # (B, C, 4, 4)
         condition = condition[:, :, None, None].expand(-1, -1, *features.shape[2:])  # (B, D, 4, 4)
         joint = self.joint(torch.cat([features, condition], dim=1))  # (B, C, 4, 4)
-        logits = self.to_logit(joint).flatten()  # (B,)
+        logits = with_unconditional(self.to_logit(joint).flatten(), self.to_unconditional_logit, features)
         return (logits, hidden_states + (joint,)) if output_hidden_states else logits
 
 
@@ -502,7 +528,8 @@ class VisionBackboneDiscriminator(nn.Module):
     stacked into a `(B, L * hidden, g, g)` map on the patch grid, and only a small head learns: a 1x1 convolution
     to `2 * discriminator_channels`, strided 4x4 convolutions (doubling the width) down to at most 4x4, then, for D2 and
     D3, a 3x3 convolution over those features and the condition vector, as `ConditionalDiscriminator`, and a final
-    convolution over the whole map to one logit. The head keeps PyTorch's default initialisation.
+    convolution over the whole map to one logit (at D2 / D3 with an unconditional head, a second one over the map before
+    the condition joins, as `ConditionalDiscriminator`). The head keeps PyTorch's default initialisation.
 
     The tower is not a submodule of the level (one tower serves every "clip" level, and no optimizer of a level sees
     it); gradients flow through it to the image only when the image requires them (the generator's update, a gradient
@@ -532,6 +559,7 @@ class VisionBackboneDiscriminator(nn.Module):
                 nn.LeakyReLU(0.2, inplace=True),
             )
         self.to_logit = _maybe_spectral_norm(nn.Conv2d(channels, 1, kernel_size=side), sn)
+        self.to_unconditional_logit = unconditional_head(config, channels, side, sn) if level > 1 else None
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 module._keeps_default_init = True
@@ -554,11 +582,12 @@ class VisionBackboneDiscriminator(nn.Module):
         for index in range(0, len(self.encoder), 2):  # (conv, LeakyReLU) pairs, as `ImageEncoder`
             features = self.encoder[index + 1](self.encoder[index](features))
             hidden_states += (features,)
+        image_features = features
         if self.joint is not None:
             condition = condition[:, :, None, None].expand(-1, -1, *features.shape[2:])
             features = self.joint(torch.cat([features, condition], dim=1))
             hidden_states += (features,)
-        logits = self.to_logit(features).flatten()  # (B,)
+        logits = with_unconditional(self.to_logit(features).flatten(), self.to_unconditional_logit, image_features)
         return (logits, hidden_states) if output_hidden_states else logits
 
 
@@ -906,8 +935,11 @@ class StageGANDiscriminator(StageGANPreTrainedModel):
             condition = mean_word_embedding(word_embeds, word_mask)
             outputs = self.level3(images, condition, output_hidden_states=output_hidden_states)
         logits, hidden_states = outputs if output_hidden_states else (outputs, None)
+        logits, unconditional_logits = split_logits(logits)
 
-        output = StageGANDiscriminatorOutput(logits=logits, hidden_states=hidden_states)
+        output = StageGANDiscriminatorOutput(
+            logits=logits, unconditional_logits=unconditional_logits, hidden_states=hidden_states
+        )
         return output if return_dict else output.to_tuple()
 
 

@@ -29,7 +29,7 @@ from .losses import (
     sentence_image_loss,
     word_region_loss,
 )
-from .modeling_stagegan import StageGANDiscriminator, StageGANGenerator, mean_word_embedding
+from .modeling_stagegan import StageGANDiscriminator, StageGANGenerator, mean_word_embedding, split_logits
 
 GENERATOR_KEYS = ("g1", "g2", "g3")
 DISCRIMINATOR_KEYS = ("d1", "d2", "d3")
@@ -130,7 +130,8 @@ def generator_losses(
 ) -> dict[str, torch.Tensor]:
     """
     The three generator losses of claims 5-7, each a tensor in the graph of its own level:
-    `g1` = L_G1, `g2` = L_G2_total = L_G2 + Loss_CLIP_FT_s, `g3` = L_G3_total = L_G3 + Loss_CLIP_FT; and their parts.
+    `g1` = L_G1, `g2` = L_G2_total = L_G2 + Loss_CLIP_FT_s, `g3` = L_G3_total = L_G3 + Loss_CLIP_FT; and their parts
+    (`gk_adversarial` holds the unconditional term, `gk_unconditional` unweighted, when D2 / D3 have one).
     """
     x1, x2, x3 = fake_images
     conditions = level_conditions(text)
@@ -138,16 +139,25 @@ def generator_losses(
     policy = config.discriminator_augmentation  # D sees augmented images, CLIP_FT the generated ones as they are
     seen1, seen2, seen3 = (augment_for_discriminator(images, policy) for images in fake_images)
     losses = {}
-    losses["g1_adversarial"] = generator_loss(discriminate(discriminator_levels[0], seen1, conditions[0]))
+
+    def adversarial(level: int, images: torch.Tensor) -> torch.Tensor:  # L_Gk, + the unconditional term if D has one
+        logits, unconditional = split_logits(discriminate(discriminator_levels[level], images, conditions[level]))
+        loss = generator_loss(logits)
+        if unconditional is not None:
+            losses[f"g{level + 1}_unconditional"] = generator_loss(unconditional)
+            loss = loss + config.unconditional_discriminator_weight * losses[f"g{level + 1}_unconditional"]
+        return loss
+
+    losses["g1_adversarial"] = adversarial(0, seen1)
 
     # level 2: sentence consistency of x2's global CLIP feature (claim 6, steps y1-y5)
     features2 = encode_images(clip_model, x2)
-    losses["g2_adversarial"] = generator_loss(discriminate(discriminator_levels[1], seen2, conditions[1]))
+    losses["g2_adversarial"] = adversarial(1, seen2)
     losses["clip_ft_s"] = sentence_image_loss(features2.image_embeds, text.sentence_embeds, gammas[2])
 
     # level 3: sentence consistency of x3's global feature + word consistency of its regions (claim 7, z1-z7)
     features3 = encode_images(clip_model, x3)
-    losses["g3_adversarial"] = generator_loss(discriminate(discriminator_levels[2], seen3, conditions[2]))
+    losses["g3_adversarial"] = adversarial(2, seen3)
     losses["clip_ft_sentence"] = sentence_image_loss(features3.image_embeds, text.sentence_embeds, gammas[2])
     losses["clip_ft_word"] = word_region_loss(features3.region_embeds, text.word_embeds, text.word_mask, *gammas)
     losses["clip_ft"] = clip_ft_loss(
@@ -218,10 +228,15 @@ def training_step(
             condition = None if condition is None else torch.cat(condition)
             # DiffAugment (config.discriminator_augmentation): drawn per image, differentiable for the penalty
             seen = augment_for_discriminator(torch.cat(images), config.discriminator_augmentation)
-            logits = discriminate(discriminator_levels[level], seen, condition).chunk(len(images))
+            logits, unconditional = split_logits(discriminate(discriminator_levels[level], seen, condition))
+            logits = logits.chunk(len(images))
             loss = discriminator_loss(logits[0], logits[1])
             if len(logits) == 3:
                 loss = loss + config.mismatched_text_weight * mismatched_text_loss(logits[2])
+            if unconditional is not None:  # real or fake whatever the caption (the mismatched pairs' images are real)
+                value = discriminator_loss(*unconditional.chunk(len(images))[:2])
+                loss = loss + config.unconditional_discriminator_weight * value
+                logs[f"unconditional_d{level + 1}"] = value.item()
             if penalty != "none":  # R1 or MA-GP on the real pairs
                 with_text = real_condition if penalty == "matching_aware" else None
                 value = gradient_penalty(logits[0], real, with_text, power=6 if penalty == "matching_aware" else 2)
