@@ -51,6 +51,14 @@ except FileNotFoundError:
     BPE_AVAILABLE = False
 
 
+def load_script(path: Path, name: str):
+    """A script (examples/, benchmarks/) imported as a module, to call its functions in-process."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def evaluation_cache(tmp_path_factory):
     """A tiny 32 px judge and evaluation CLIP, built by the real build functions, for the training script's evaluation,
@@ -152,9 +160,7 @@ def test_ablations_from_the_full_run_score_the_generators_their_flags_save(tmp_p
     """`benchmarks/ablations.py` scores `no_ema` and `ema_copied_batch_norm` from the full run's last checkpoint
     instead of training again: that holds only while neither the moving average nor its batch-norm statistics feed
     back into training. Checked against real runs with each variant's flags."""
-    spec = importlib.util.spec_from_file_location("ablations_script", ROOT / "benchmarks" / "ablations.py")
-    ablations = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ablations)
+    ablations = load_script(ROOT / "benchmarks" / "ablations.py", "ablations_script")
     common = [TRAIN, *TINY, "--max_train_steps", "3", "--evaluation_images", "12", "--validation_steps", "2", "--seed", "3"]
     run([*common, "--output_dir", str(tmp_path / "full")], tmp_path)
     full = safetensors_of(tmp_path / "full" / "image_generator")
@@ -183,9 +189,7 @@ def test_checkpoint_curve_scores_each_checkpoint_as_the_run_scores_its_pipeline(
     """`benchmarks/checkpoint_curve.py`: the last checkpoint's EMA generator is the saved one, so its row must be the
     run's own final evaluation; the earlier checkpoint is another generator."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when run as a script: it imports ablations.py
-    spec = importlib.util.spec_from_file_location("checkpoint_curve", ROOT / "benchmarks" / "checkpoint_curve.py")
-    curve = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(curve)
+    curve = load_script(ROOT / "benchmarks" / "checkpoint_curve.py", "checkpoint_curve")
     out = tmp_path / "run"
     run([TRAIN, *TINY, "--max_train_steps", "4", "--evaluation_images", "12", "--seed", "3", "--output_dir", str(out)], tmp_path)
     plot = tmp_path / "curve.png"
@@ -368,9 +372,7 @@ def fresh_accelerate_state():
 
 def test_push_to_hub_uploads_the_result(tmp_path, monkeypatch, fresh_accelerate_state):
     hub = FakeHub(monkeypatch)
-    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = load_script(TRAIN, "train_script")
     out = tmp_path / "out"
     train.main([*TINY, "--max_train_steps", "2", "--output_dir", str(out), "--push_to_hub", "--hub_model_id", "org/stagegan-tiny"])
 
@@ -391,9 +393,7 @@ def test_judge_and_evaluation_clip_build_in_a_second_process_only_beside_a_base_
     from hf_stagegan.base_clip import base_clip_folder
     from hf_stagegan.evaluation.judge import judge_folder
 
-    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = load_script(TRAIN, "train_script")
     accelerator = Accelerator(cpu=True)
     evaluating = train.parse_args([*TINY, "--evaluation_images", "8"])
     assert train.start_evaluation_build(evaluating, accelerator, True) is None  # the fixture's cache has the base CLIP
@@ -418,9 +418,7 @@ def test_judge_and_evaluation_clip_build_in_a_second_process_only_beside_a_base_
 
 
 def test_discriminator_width_and_spectral_norm_flags_take_one_value_or_one_per_level(capsys):
-    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = load_script(TRAIN, "train_script")
     per_level = train.parse_args(["--discriminator_channels", "64", "32", "32", "--discriminator_spectral_norm", "false", "true", "true"])
     config = train.build_config(per_level, 16)
     assert config.discriminator_channels == [64, 32, 32] and config.discriminator_spectral_norm == [False, True, True]
@@ -439,18 +437,14 @@ def test_discriminator_width_and_spectral_norm_flags_take_one_value_or_one_per_l
 
 
 def test_image_skip_flag_sets_the_config_and_defaults_to_the_patents_levels():
-    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = load_script(TRAIN, "train_script")
     assert train.build_config(train.parse_args([]), 16).image_skip is False
     assert train.build_config(train.parse_args(["--image_skip"]), 16).image_skip is True
     assert train.build_config(train.parse_args(["--config_overrides", '{"image_skip": true}']), 16).image_skip is True
 
 
 def test_unconditional_discriminator_weight_flag_sets_the_config(capsys):
-    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = load_script(TRAIN, "train_script")
     assert train.build_config(train.parse_args([]), 16).unconditional_discriminator_weight == 0.0
     config = train.build_config(train.parse_args(["--unconditional_discriminator_weight", "0.5"]), 16)
     assert config.unconditional_discriminator_weight == 0.5
@@ -460,9 +454,7 @@ def test_unconditional_discriminator_weight_flag_sets_the_config(capsys):
 
 
 def test_discriminator_backbone_flag_takes_clip_ft_s_vision_config():
-    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = load_script(TRAIN, "train_script")
     vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, image_size=32, patch_size=8)
     config = train.build_config(train.parse_args(["--discriminator_backbone", "conv", "clip", "clip"]), 16, vision)
     assert config.discriminator_backbone == ["conv", "clip", "clip"]
