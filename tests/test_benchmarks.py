@@ -60,6 +60,25 @@ def test_vs_diffusion_quick_times_all_pipelines_in_both_dtypes(tmp_path):
         )
 
 
+def test_glu_backward_times_every_glu_of_a_generator_step(tmp_path):
+    records = run_benchmark(
+        "glu_backward.py", "--resolution", "32", "--generator_channels", "4", "--batch_size", "2", "--rounds", "2",
+        "--threads", "1", cwd=tmp_path,
+    )
+    header = records[0]
+    # level 1: the projection's GLU and three upsampling blocks; levels 2 and 3: two residual blocks and one upsampling
+    assert header["benchmark"] == "glu_backward" and header["shapes"] == 1 + 3 + 2 * (2 + 1)
+    per_shape = [r for r in records if "shape" in r]
+    assert {r["dtype"] for r in per_shape} == {"float32", "bfloat16"}
+    for dtype in ("float32", "bfloat16"):
+        rows = [r for r in per_shape if r["dtype"] == dtype]
+        assert sum(r["calls_per_step"] for r in rows) == header["shapes"]
+        assert all(r["shape"][0] == 2 and r["shape"][1] % 2 == 0 for r in rows)  # batch 2, both GLU halves
+        (total,) = [r for r in records if r.get("part") and r["dtype"] == dtype]
+        assert total["aten_ms"] == pytest.approx(sum(r["calls_per_step"] * r["aten_ms"] for r in rows), rel=1e-2)
+        assert total["decomposed_vs_aten"] == pytest.approx(total["decomposed_ms"] / total["aten_ms"], rel=1e-2)
+
+
 @pytest.mark.slow
 def test_generator_speed_counts_the_phase_convolutions_and_plots(tmp_path):
     torch.manual_seed(0)
