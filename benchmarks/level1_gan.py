@@ -40,7 +40,7 @@ from hf_stagegan.training import frozen
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=2300, help="the main job's length")
+    parser.add_argument("--steps", type=int, default=2300, help="the main job's length when docs/results.md measured level 1 (3500 since)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resolution", type=int, default=64, help="x3's side; level 1 draws a quarter of it")
     parser.add_argument("--num_train", type=int, default=2000, help="SynthBirds training birds (the main job's)")
