@@ -51,7 +51,7 @@ def test_upblock_equals_upsample_conv_norm_glu(training, shape):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_glu_gradient_keeps_channels_last(dtype):
-    # with a gradient, glu is a * sigmoid(b): aten's glu_backward is 3-6x slower on the CPU and returns NCHW for a
+    # with a gradient, glu is a * sigmoid(b): aten's glu_backward is 2-3x slower on the CPU and returns NCHW for a
     # channels-last input, on which batch norm's backward is ~6x slower
     x = torch.randn(2, 8, 5, 5, dtype=dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
     out = glu(x)

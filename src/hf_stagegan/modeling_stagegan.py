@@ -86,7 +86,7 @@ def glu(hidden_states: torch.Tensor) -> torch.Tensor:
     GLU over channels, `a * sigmoid(b)` for `(a, b)` the two halves: `(B, 2C, H, W) -> (B, C, H, W)`.
 
     With a gradient to record it is computed as those two elementwise ops rather than aten's `glu`: on the CPU
-    `glu_backward` is 3-6x slower than the backward of `a * sigmoid(b)` on the generator's maps (channels-last, bf16 or
+    `glu_backward` is 2-3x slower than the backward of `a * sigmoid(b)` on the generator's maps (channels-last, bf16 or
     fp32; `benchmarks/glu_backward.py`), and it returns a contiguous (NCHW) gradient for a channels-last input, on which
     the batch-norm backward before it runs about 6x slower. The two ops keep the gradient channels-last. Without
     one (inference) aten's single fused kernel is used.
