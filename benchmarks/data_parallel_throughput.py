@@ -57,6 +57,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--mixed_precision", default="auto", help="train.py's: auto (bf16 where the CPU has it), no, bf16")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if not 0 < args.short < args.long:
         parser.error(f"--short and --long must satisfy 0 < short < long, got {args.short} and {args.long}")
     bad = [p for p in args.processes if p < 1 or args.global_batch % p]

@@ -7,8 +7,8 @@ when a gradient is recorded), on the generator's channels-last feature maps, fp3
 For every GLU input shape of one training step of a `StageGANGenerator` (found by running one step with hooks on
 `modeling_stagegan.glu`), each round times both forms in turn (so their ratio holds when the machine's speed drifts):
 `aten` is `F.glu` with its gradient put back into channels-last (the generator's code before, which the batch norm
-below it needs), `decomposed` is `value * sigmoid(gate)`. Gradients are checked to agree first. One JSON line per
-shape and dtype, then one per dtype for the whole step's GLUs (the sum of the medians).
+below it needs), `decomposed` is `modeling_stagegan.glu` itself (`value * sigmoid(gate)`). Gradients are checked to
+agree first. One JSON line per shape and dtype, then one per dtype for the whole step's GLUs (the sum of the medians).
 """
 
 import argparse
@@ -24,12 +24,8 @@ def aten(x: torch.Tensor) -> torch.Tensor:
     return F.glu(x, dim=1)
 
 
-def decomposed(x: torch.Tensor) -> torch.Tensor:
-    value, gate = x.chunk(2, dim=1)
-    return value * torch.sigmoid(gate)
-
-
-FORMS = {"aten": aten, "decomposed": decomposed}
+# the library's own function: with a gradient to record it computes value * sigmoid(gate)
+FORMS = {"aten": aten, "decomposed": modeling_stagegan.glu}
 
 
 def glu_input_shapes(config: StageGANConfig, batch_size: int) -> list[tuple[int, ...]]:
