@@ -66,9 +66,11 @@ from hf_stagegan.evaluation.protocol import (
 )
 from hf_stagegan.hub import image_grid, push_folder_to_hub, save_stagegan_pipeline
 from hf_stagegan.training import (
+    LR_SCHEDULERS,
     MIXED_PRECISIONS,
     NonFiniteLossError,
     batch_norm_calibration_inputs,
+    build_lr_schedulers,
     build_optimizers,
     cpu_bf16_flags,
     recompute_batch_norm_statistics,
@@ -184,6 +186,12 @@ def parse_args(argv=None):
     train.add_argument("--generator_adam_beta2", type=float, default=0.999)
     train.add_argument("--discriminator_adam_beta1", type=float, default=0.5)
     train.add_argument("--discriminator_adam_beta2", type=float, default=0.999)
+    train.add_argument(
+        "--lr_scheduler", default="constant", choices=LR_SCHEDULERS,
+        help="the learning-rate schedule of all six optimizers (diffusers' names): constant (the patent's), "
+        "constant_with_warmup, or linear / cosine decay to 0 at the last step",
+    )
+    train.add_argument("--lr_warmup_steps", type=int, default=0, help="steps of linear warm-up from 0")
     train.add_argument("--gradient_accumulation_steps", type=int, default=1)
     train.add_argument(
         "--mixed_precision", choices=MIXED_PRECISIONS,
@@ -239,10 +247,12 @@ def parse_args(argv=None):
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     for name in (
         "clip_num_negatives", "mismatched_text_weight", "unconditional_discriminator_weight", "gradient_penalty_weight",
-        "ema_batch_norm_samples",
+        "ema_batch_norm_samples", "lr_warmup_steps",
     ):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.lr_scheduler == "constant" and args.lr_warmup_steps:
+        parser.error(f"--lr_warmup_steps {args.lr_warmup_steps} needs a schedule with a warm-up, not --lr_scheduler constant")
     if len(set(args.discriminator_augmentation)) != len(args.discriminator_augmentation):
         parser.error(f"--discriminator_augmentation names a transformation twice: {args.discriminator_augmentation}")
     if not isinstance(args.config_overrides, dict):
@@ -568,6 +578,14 @@ def main(argv=None):
         skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
         logger.info(f"Resumed from {checkpoint} at step {global_step}")
 
+    try:
+        schedulers = build_lr_schedulers(
+            optimizers, args.lr_scheduler, num_training_steps=max_steps, num_warmup_steps=args.lr_warmup_steps,
+            start_step=global_step,
+        )
+    except ValueError as error:
+        raise SystemExit(f"--lr_scheduler {args.lr_scheduler} / --lr_warmup_steps {args.lr_warmup_steps}: {error}") from None
+
     # 5. train
     logger.info(f"{len(dataset)} examples, {steps_per_epoch} steps per epoch, {max_steps} steps, {accelerator.num_processes} process(es)")
     progress = tqdm(total=max_steps, initial=global_step, desc="StageGAN", disable=not accelerator.is_local_main_process)
@@ -592,6 +610,9 @@ def main(argv=None):
             if not accelerator.sync_gradients:
                 continue
             global_step += 1
+            logs.update(lr_generator=optimizers["g1"].param_groups[0]["lr"], lr_discriminator=optimizers["d1"].param_groups[0]["lr"])
+            for scheduler in schedulers.values():
+                scheduler.step()
             if ema is not None:
                 ema.update(generator, step=global_step)
             progress.update(1)

@@ -66,6 +66,52 @@ def build_optimizers(
     return optimizers
 
 
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+
+
+def build_lr_schedulers(
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    name: str = "constant",
+    num_training_steps: int | None = None,
+    num_warmup_steps: int = 0,
+    start_step: int = 0,
+) -> dict[str, torch.optim.lr_scheduler.LambdaLR]:
+    """
+    One learning-rate schedule per optimizer (diffusers' `get_scheduler`, the names of its training scripts'
+    `--lr_scheduler`), all the same function of the training step. Step each once per optimisation step, after the
+    optimizers. The learning rate depends on the step alone, so a resumed run passes `start_step` (the checkpoint's
+    step) and gets the schedule where it left it, with no state of its own in the checkpoint.
+    """
+    import warnings
+
+    from diffusers.optimization import get_scheduler
+
+    if name not in LR_SCHEDULERS:
+        raise ValueError(f"`name` must be one of {LR_SCHEDULERS}, got {name!r}.")
+    if name in ("linear", "cosine") and (num_training_steps is None or num_training_steps < 1):
+        raise ValueError(f"`num_training_steps` must be >= 1 for the {name!r} schedule, got {num_training_steps!r}.")
+    if num_warmup_steps < 0 or (num_training_steps is not None and num_warmup_steps >= num_training_steps):
+        raise ValueError(
+            f"`num_warmup_steps` must be >= 0 and below `num_training_steps` ({num_training_steps}), "
+            f"got {num_warmup_steps!r}."
+        )
+    if name == "constant" and num_warmup_steps:
+        raise ValueError(f"the 'constant' schedule has no warm-up: got `num_warmup_steps` {num_warmup_steps!r}.")
+    if start_step < 0:
+        raise ValueError(f"`start_step` must be >= 0, got {start_step!r}.")
+    schedulers = {}
+    for key, optimizer in optimizers.items():
+        scheduler = get_scheduler(
+            name, optimizer, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps
+        )
+        with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": the fast-forward of a resume
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(start_step):
+                scheduler.step()
+        schedulers[key] = scheduler
+    return schedulers
+
+
 @contextmanager
 def frozen(*modules: nn.Module):
     """Parameters of `modules` stop collecting gradients inside the block (a generator update must not touch D)."""
@@ -372,8 +418,10 @@ def resolve_mixed_precision(mixed_precision: str, device_type: str, cpuinfo: str
 __all__ = [
     "BF16_CPU_FLAGS",
     "MIXED_PRECISIONS",
+    "LR_SCHEDULERS",
     "NonFiniteLossError",
     "batch_norm_calibration_inputs",
+    "build_lr_schedulers",
     "build_optimizers",
     "cpu_bf16_flags",
     "discriminate",
