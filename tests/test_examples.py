@@ -120,7 +120,7 @@ def test_train_single_process_writes_a_loadable_pipeline(tmp_path):
     for events in (out / "logs").rglob("events.out.tfevents.*"):
         tags = EventAccumulator(str(events)).Reload().Tags()
         scalars, images = scalars | set(tags["scalars"]), images | set(tags["images"])
-    assert {"loss_d1", "loss_g3", "loss_clip_ft"} <= scalars and "validation" in images
+    assert {"loss_d1", "loss_g3", "loss_clip_ft", "lr_generator", "lr_discriminator"} <= scalars and "validation" in images
     assert {"judge/body_color", "judge/beak_length", "eval/r_precision_eval_clip", "eval/judge_fd_ratio"} <= scalars
     # the final evaluation: `hf-stagegan evaluate`'s report (judge + R-precision on 12 held-out captions), in the card
     report = json.loads((out / "evaluation.json").read_text())
@@ -231,6 +231,32 @@ def test_resume_equals_uninterrupted_training(tmp_path):
     assert "Resumed from" in result.stdout + result.stderr
     for component in ("image_generator", "discriminator"):
         assert_same_weights(safetensors_of(straight / component), safetensors_of(interrupted / component))
+
+
+def test_resume_continues_the_learning_rate_schedule(tmp_path, capsys):
+    cosine = ["--lr_scheduler", "cosine", "--lr_warmup_steps", "1"]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    run([TRAIN, *TINY, *cosine, "--max_train_steps", "5", "--output_dir", str(straight)], tmp_path)
+    run([TRAIN, *TINY, *cosine, "--max_train_steps", "5", "--output_dir", str(interrupted)], tmp_path)
+    shutil.rmtree(interrupted / "checkpoint-5")  # as if it had been stopped after step 4
+    run([TRAIN, *TINY, *cosine, "--max_train_steps", "5", "--output_dir", str(interrupted), "--resume_from_checkpoint",
+         "latest"], tmp_path)
+    for component in ("image_generator", "discriminator"):
+        assert_same_weights(safetensors_of(straight / component), safetensors_of(interrupted / component))
+    # and the schedule is not a no-op: the same run at a constant rate ends elsewhere
+    constant = tmp_path / "constant"
+    run([TRAIN, *TINY, "--max_train_steps", "5", "--output_dir", str(constant)], tmp_path)
+    assert not torch.equal(safetensors_of(constant / "image_generator")["level3.to_image.0.weight"],
+                           safetensors_of(straight / "image_generator")["level3.to_image.0.weight"])
+    train = load_script(TRAIN, "train_script")
+    for bad, message in (
+        (["--lr_warmup_steps", "10"], "--lr_warmup_steps 10 needs a schedule with a warm-up, not --lr_scheduler constant"),
+        (["--lr_scheduler", "cosine", "--lr_warmup_steps", "-1"], "--lr_warmup_steps must be >= 0, got -1"),
+        (["--lr_scheduler", "step"], "argument --lr_scheduler: invalid choice: 'step'"),
+    ):
+        with pytest.raises(SystemExit):
+            train.parse_args(bad)
+        assert message in capsys.readouterr().err
 
 
 KILL_DURING_SAVE = """

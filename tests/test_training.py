@@ -1,5 +1,6 @@
 import copy
 import math
+import re
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from hf_stagegan.losses import sentence_image_loss, word_region_loss
 from hf_stagegan.training import (
     NonFiniteLossError,
     batch_norm_calibration_inputs,
+    build_lr_schedulers,
     build_optimizers,
     cpu_bf16_flags,
     generator_losses,
@@ -135,6 +137,63 @@ def test_optimizers_partition_the_parameters():
         build_optimizers(generator, discriminator, betas=(0.5, 1.5))
     with pytest.raises(ValueError, match="`generator_lr` must be > 0, got 0"):
         build_optimizers(generator, discriminator, generator_lr=0)
+
+
+def learning_rates(optimizers):
+    return {key: [group["lr"] for group in optimizer.param_groups] for key, optimizer in optimizers.items()}
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "constant_with_warmup"])
+def test_lr_schedules_move_all_six_optimizers_and_a_resume_continues_them(name):
+    generator, discriminator, optimizers = build(tiny_config())
+    for key in ("d1", "d2", "d3"):
+        optimizers[key].param_groups[0]["lr"] = optimizers[key].defaults["lr"] = 1e-3  # D's own rate is scaled too
+    base = learning_rates(optimizers)
+    schedulers = build_lr_schedulers(optimizers, name, num_training_steps=10, num_warmup_steps=2)
+    assert set(schedulers) == set(optimizers)
+    seen = []
+    for _ in range(10):
+        seen.append(learning_rates(optimizers))
+        for optimizer in optimizers.values():
+            optimizer.step()
+        for scheduler in schedulers.values():
+            scheduler.step()
+    assert seen[0] == {key: [0.0] for key in base}  # warm-up from 0
+    assert seen[2] == base  # the end of the warm-up: every optimizer at its own rate
+    factors = [lrs["g1"][0] / base["g1"][0] for lrs in seen]
+    for lrs, factor in zip(seen, factors):  # the same function of the step for all six
+        assert all(math.isclose(lrs[key][0], factor * base[key][0]) for key in base)
+    if name == "constant_with_warmup":
+        assert factors[2:] == [1.0] * 8
+    else:
+        assert all(a > b for a, b in zip(factors[2:], factors[3:]))  # decays every step after the warm-up
+        assert learning_rates(optimizers)["g1"] == [0.0]  # and reaches 0 after the last step
+        if name == "cosine":
+            assert math.isclose(factors[6], 0.5)  # half-way through the decay
+    # a run resumed at step 6 starts where the uninterrupted one was at step 6
+    _, _, resumed = build(tiny_config())
+    for key in ("d1", "d2", "d3"):
+        resumed[key].param_groups[0]["lr"] = resumed[key].defaults["lr"] = 1e-3
+    build_lr_schedulers(resumed, name, num_training_steps=10, num_warmup_steps=2, start_step=6)
+    assert learning_rates(resumed) == seen[6]
+
+
+def test_constant_lr_schedule_leaves_the_rates_and_bad_schedules_are_named():
+    generator, discriminator, optimizers = build(tiny_config())
+    base = learning_rates(optimizers)
+    schedulers = build_lr_schedulers(optimizers, "constant", num_training_steps=5, start_step=3)
+    for scheduler in schedulers.values():
+        scheduler.step()
+    assert learning_rates(optimizers) == base  # exactly: the patent's constant rate, bit for bit
+    for kwargs, message in (
+        (dict(name="step"), "`name` must be one of ('constant', 'constant_with_warmup', 'linear', 'cosine'), got 'step'"),
+        (dict(name="cosine"), "`num_training_steps` must be >= 1 for the 'cosine' schedule, got None"),
+        (dict(name="linear", num_training_steps=5, num_warmup_steps=5), "`num_warmup_steps` must be >= 0 and below"),
+        (dict(name="constant", num_warmup_steps=3), "the 'constant' schedule has no warm-up: got `num_warmup_steps` 3"),
+        (dict(name="constant", start_step=-1), "`start_step` must be >= 0, got -1"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            build_lr_schedulers(optimizers, **kwargs)
 
 
 def test_non_finite_loss_stops_before_any_update(tokenizer, clip_model):
