@@ -69,6 +69,10 @@ VARIANTS: dict[str, list[str]] = {
     ],
     # D1, D2 and D3 read CLIP_FT's frozen image tower under a small head without spectral norm (GALIP-style)
     "clip_discriminators": ["--discriminator_backbone", "clip", "--discriminator_spectral_norm", "false"],
+    # every learning rate decays to 0 by the last step along a cosine instead of staying constant (the patent's)
+    "cosine_lr": ["--lr_scheduler", "cosine"],
+    # the word term of Loss_CLIP_FT (the one that matches words against image regions) at twice its weight
+    "double_word_weight": ["--config_overrides", json.dumps({"level3_word_weight": 2.0})],
 }
 # Variants that need no training of their own: the moving average and its batch-norm statistics never feed back into
 # training (validation and the recomputation draw their own seeded noise), so the generator these flags would have
