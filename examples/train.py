@@ -203,7 +203,11 @@ def parse_args(argv=None):
         "--use_ema", action=argparse.BooleanOptionalAction, default=True,
         help="save an exponential moving average of the generator (on by default; --no-use_ema saves the raw one)",
     )
-    train.add_argument("--ema_decay", type=float, default=0.999)
+    train.add_argument(
+        "--ema_decay", type=float, default=0.999,
+        help="the moving average's decay once warmed up; the warm-up min(decay, (1 + step) / (10 + step)) reaches "
+        "0.999 at step 8990, so shorter runs average as the warm-up does",
+    )
     train.add_argument(
         "--ema_batch_norm_samples", type=int, default=256,
         help="recompute the EMA generator's batch-norm statistics over this many training captions (each with its "
