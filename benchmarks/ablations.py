@@ -73,6 +73,8 @@ VARIANTS: dict[str, list[str]] = {
     "cosine_lr": ["--lr_scheduler", "cosine"],
     # the word term of Loss_CLIP_FT (the one that matches words against image regions) at twice its weight
     "double_word_weight": ["--config_overrides", json.dumps({"level3_word_weight": 2.0})],
+    # each caption's colour-swapped version is an extra wrong class of the generator's Loss_CLIP_FT terms
+    "text_loss_hard_negatives": ["--text_loss_hard_negatives"],
 }
 # Variants that need no training of their own: the moving average and its batch-norm statistics never feed back into
 # training (validation and the recomputation draw their own seeded noise), so the generator these flags would have

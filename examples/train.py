@@ -136,6 +136,11 @@ def parse_args(argv=None):
         "(the main job uses 1: see docs/results.md)",
     )
     model.add_argument(
+        "--text_loss_hard_negatives", action=argparse.BooleanOptionalAction, default=False,
+        help="each caption's colour-swapped version (one part's colour changed) is an extra wrong class of the "
+        "generator's Loss_CLIP_FT terms, as in CLIP_FT's own training; not in the patent",
+    )
+    model.add_argument(
         "--unconditional_discriminator_weight", type=float, default=0.0,
         help="weight of an unconditional real/fake term at D2/D3 and in L_G2/L_G3 (AttnGAN, DM-GAN); 0 = the patent's "
         "conditional-only D2/D3",
@@ -385,6 +390,7 @@ def _base_config(args, text_embed_dim):
         image_skip=args.image_skip,
         mismatched_text_weight=args.mismatched_text_weight,
         unconditional_discriminator_weight=args.unconditional_discriminator_weight,
+        text_loss_hard_negatives=args.text_loss_hard_negatives,
         discriminator_gradient_penalty=args.discriminator_gradient_penalty,
         gradient_penalty_weight=args.gradient_penalty_weight,
         discriminator_augmentation=args.discriminator_augmentation,
@@ -555,7 +561,9 @@ def main(argv=None):
     dataloader = build_dataloader(
         dataset, tokenizer, config.stage_resolutions[-1], args.train_batch_size, seed=args.seed,
         image_column=image_column, caption_column=caption_column, num_workers=args.dataloader_num_workers, **transform,
-        num_negatives=1 if config.mismatched_text_weight > 0 and args.mismatched_captions == "color_swap" else 0,
+        num_negatives=1 if config.text_loss_hard_negatives or (
+            config.mismatched_text_weight > 0 and args.mismatched_captions == "color_swap"
+        ) else 0,
     )
     prepared = accelerator.prepare(generator, *discriminator.levels, *optimizers.values(), dataloader)
     generator_p, discriminator_p, dataloader = prepared[0], prepared[1:4], prepared[-1]

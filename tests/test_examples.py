@@ -479,6 +479,17 @@ def test_unconditional_discriminator_weight_flag_sets_the_config(capsys):
     assert "--unconditional_discriminator_weight must be >= 0, got -1.0" in capsys.readouterr().err
 
 
+def test_text_loss_hard_negatives_flag_sets_the_config_and_the_loader_makes_the_negatives(tmp_path):
+    train = load_script(TRAIN, "train_script")
+    assert train.build_config(train.parse_args([]), 16).text_loss_hard_negatives is False
+    assert train.build_config(train.parse_args(["--text_loss_hard_negatives"]), 16).text_loss_hard_negatives is True
+    # without the matching-aware D term nothing else asks the loader for swapped captions: the option alone must
+    out = tmp_path / "run"
+    run([TRAIN, *TINY, "--max_train_steps", "2", "--text_loss_hard_negatives", "--mismatched_text_weight", "0",
+         "--output_dir", str(out)], tmp_path)
+    assert json.loads((out / "image_generator" / "config.json").read_text())["text_loss_hard_negatives"] is True
+
+
 def test_discriminator_backbone_flag_takes_clip_ft_s_vision_config():
     train = load_script(TRAIN, "train_script")
     vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, image_size=32, patch_size=8)

@@ -10,7 +10,14 @@ from hf_stagegan.data import build_dataloader, load_image_text_dataset
 from hf_stagegan.data.negatives import ColorSwap
 from hf_stagegan.encoders import encode_images, encode_text, tokenize_prompts
 from hf_stagegan.losses import sentence_image_loss, word_region_loss, word_region_similarity
-from hf_stagegan.training import build_optimizers, level_conditions, mismatched_text, training_step
+from hf_stagegan.training import (
+    build_optimizers,
+    generator_losses,
+    level_conditions,
+    mismatched_text,
+    swapped_captions,
+    training_step,
+)
 
 from .conftest import tiny_config
 from .test_training import BLUE, RED, toy_batch
@@ -185,3 +192,60 @@ def test_matching_aware_discriminator_learns_to_reject_wrong_captions(tokenizer,
     with torch.no_grad():
         after = margin()
     assert abs(before) < 0.5 and after > before + 1.0, (before, after)
+
+
+def test_text_loss_hard_negatives_join_every_clip_ft_term(tokenizer, clip_model):
+    batch = two_part_batch(tokenizer, batch_size=4)
+    batch["negative_mask"][1, 0] = False  # example 1 has no swapped caption
+    config, plain_config = tiny_config(text_loss_hard_negatives=True), tiny_config()
+    torch.manual_seed(0)
+    generator, discriminator = StageGANGenerator(config), StageGANDiscriminator(config)
+    text = encode_text(clip_model, batch["input_ids"], batch["attention_mask"])
+    images = generator(
+        noise=torch.randn(4, config.z_dim), sentence_embeds=text.sentence_embeds, word_embeds=text.word_embeds,
+        word_mask=text.word_mask,
+    ).images
+    negatives, mask = swapped_captions(clip_model, batch), batch["negative_mask"]
+    assert negatives.sentence_embeds.shape[:2] == (4, 1)
+    losses = generator_losses(images, text, discriminator.levels, clip_model, config, negatives, mask)
+    features2, features3 = encode_images(clip_model, images[1]), encode_images(clip_model, images[2])
+    gammas = (config.damsm_gamma1, config.damsm_gamma2, config.damsm_gamma3)
+    expected = {
+        "clip_ft_s": sentence_image_loss(features2.image_embeds, text.sentence_embeds, gammas[2], negatives.sentence_embeds, mask),
+        "clip_ft_sentence": sentence_image_loss(
+            features3.image_embeds, text.sentence_embeds, gammas[2], negatives.sentence_embeds, mask
+        ),
+        "clip_ft_word": word_region_loss(
+            features3.region_embeds, text.word_embeds, text.word_mask, *gammas, negatives.word_embeds, negatives.word_mask,
+            mask,
+        ),
+    }
+    plain = generator_losses(images, text, discriminator.levels, clip_model, plain_config)
+    unused = generator_losses(images, text, discriminator.levels, clip_model, config, negatives, torch.zeros_like(mask))
+    for key, value in expected.items():
+        torch.testing.assert_close(losses[key], value)
+        assert losses[key] > plain[key]  # one more wrong class for every image that has a swapped caption
+        torch.testing.assert_close(unused[key], plain[key])  # no valid slot: the patent's losses
+    torch.testing.assert_close(
+        losses["clip_ft"], config.level3_sentence_weight * expected["clip_ft_sentence"]
+        + config.level3_word_weight * expected["clip_ft_word"]
+    )
+    with pytest.raises(ValueError, match=r"`config.text_loss_hard_negatives` is True but no `negatives` were given"):
+        generator_losses(images, text, discriminator.levels, clip_model, config)
+
+
+def test_training_step_with_text_loss_hard_negatives_needs_them_before_any_update(tokenizer, clip_model):
+    config = tiny_config(text_loss_hard_negatives=True)
+    torch.manual_seed(0)
+    generator, discriminator = StageGANGenerator(config), StageGANDiscriminator(config)
+    optimizers = build_optimizers(generator, discriminator)
+    batch = two_part_batch(tokenizer, batch_size=4, side=config.stage_resolutions[-1])
+    before = [p.detach().clone() for p in [*generator.parameters(), *discriminator.parameters()]]
+    plain = {k: v for k, v in batch.items() if not k.startswith("negative")}
+    with pytest.raises(ValueError, match=r"the batch has no colour-swapped captions \(`negative_input_ids`\)"):
+        training_step(plain, generator=generator, discriminator_levels=discriminator.levels, clip_model=clip_model, optimizers=optimizers)
+    after = [*generator.parameters(), *discriminator.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    logs = training_step(batch, generator=generator, discriminator_levels=discriminator.levels, clip_model=clip_model, optimizers=optimizers)
+    assert all(np.isfinite(value) for value in logs.values())
+    assert not all(torch.equal(a, b) for a, b in zip(before, after))

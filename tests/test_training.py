@@ -29,14 +29,24 @@ from .conftest import TINY_TEXT_DIM, tiny_config
 RED, BLUE = torch.tensor([1.0, -1.0, -1.0]), torch.tensor([-1.0, -1.0, 1.0])
 
 
-def toy_batch(tokenizer, batch_size=8, seed=0, side=64):
-    """All-red images captioned "a red bird", all-blue ones "a blue bird", with a little noise."""
+def toy_batch(tokenizer, batch_size=8, seed=0, side=64, negatives=False):
+    """
+    All-red images captioned "a red bird", all-blue ones "a blue bird", with a little noise; with `negatives`, each
+    caption's colour-swapped version as the data loader's `num_negatives=1` gives it.
+    """
     generator = torch.Generator().manual_seed(seed)
     is_red = torch.arange(batch_size) % 2 == 0
     colors = torch.where(is_red[:, None], RED, BLUE)[:, :, None, None].expand(-1, -1, side, side)
     images = (0.8 * colors + 0.1 * torch.randn(batch_size, 3, side, side, generator=generator)).clamp(-1, 1)
     text = tokenize_prompts(tokenizer, ["a red bird" if red else "a blue bird" for red in is_red])
-    return {"pixel_values": images, "input_ids": text.input_ids, "attention_mask": text.attention_mask}
+    batch = {"pixel_values": images, "input_ids": text.input_ids, "attention_mask": text.attention_mask}
+    if negatives:
+        swapped = tokenize_prompts(tokenizer, ["a blue bird" if red else "a red bird" for red in is_red])
+        batch.update(
+            negative_input_ids=swapped.input_ids[:, None], negative_attention_mask=swapped.attention_mask[:, None],
+            negative_mask=torch.ones(batch_size, 1, dtype=torch.bool),
+        )
+    return batch
 
 
 def build(config, seed=0):
@@ -306,7 +316,8 @@ def train_red_and_blue(tokenizer, clip_model, fusion_type, accelerator=None, see
         generator_p, levels_p, optimizers = prepare(accelerator, generator, discriminator, optimizers)
     for step in range(60):
         training_step(
-            toy_batch(tokenizer, seed=step), generator=generator_p, discriminator_levels=levels_p,
+            toy_batch(tokenizer, seed=step, negatives=generator.config.text_loss_hard_negatives),
+            generator=generator_p, discriminator_levels=levels_p,
             clip_model=clip_model, optimizers=optimizers, accelerator=accelerator,
         )
     return initial, red_minus_blue(generator, clip_model, tokenizer)
@@ -430,6 +441,13 @@ def test_learning_with_image_skip(tokenizer, clip_model):
 def test_learning_with_unconditional_d2_d3(tokenizer, clip_model):
     # D2 and D3 also judge the image alone: the captions still steer x2 and x3
     initial, final = train_red_and_blue(tokenizer, clip_model, "attention", unconditional_discriminator_weight=1.0)
+    assert_red_caption_gives_redder_images(initial, final)
+
+
+@pytest.mark.slow
+def test_learning_with_text_loss_hard_negatives(tokenizer, clip_model):
+    # each caption's colour-swapped version is an extra wrong class of Loss_CLIP_FT: the captions still steer x2 and x3
+    initial, final = train_red_and_blue(tokenizer, clip_model, "attention", text_loss_hard_negatives=True)
     assert_red_caption_gives_redder_images(initial, final)
 
 

@@ -74,6 +74,13 @@ class StageGANConfig(PretrainedConfig):
             When > 0, D2 and D3 get a second logit convolution that reads their image features alone (before the
             condition joins), and L_D2 / L_D3 add this weight times the same real/fake loss on that logit, L_G2 /
             L_G3 this weight times the generator loss on it. 0 keeps the patent's losses and builds no such head.
+        text_loss_hard_negatives (`bool`, *optional*, defaults to `False`):
+            Whether the colour-swapped captions a training batch carries (`negative_input_ids`, from
+            `data.build_dataloader(num_negatives=...)`: the caption with one part's colour changed) are extra wrong
+            classes of the generator's Loss_CLIP_FT (level 2's sentence term, level 3's sentence and word terms), as
+            they are of CLIP_FT's own training. Against the batch's other captions alone, which differ from the true
+            one in most words, the loss says little about any single part. Not in the patent (`False` keeps its
+            losses exact).
         discriminator_gradient_penalty (`str`, *optional*, defaults to `"none"`):
             A regulariser of every discriminator on real pairs, added to L_Dk (not in the patent): `"none"`; `"r1"`
             (R1, the squared gradient norm with respect to the real image, times `gradient_penalty_weight / 2`);
@@ -137,6 +144,7 @@ class StageGANConfig(PretrainedConfig):
         damsm_gamma3: float = 10.0,
         mismatched_text_weight: float = 0.0,
         unconditional_discriminator_weight: float = 0.0,
+        text_loss_hard_negatives: bool = False,
         discriminator_gradient_penalty: str = "none",
         gradient_penalty_weight: float = 2.0,
         discriminator_augmentation: list[str] | tuple[str, ...] = (),
@@ -164,6 +172,7 @@ class StageGANConfig(PretrainedConfig):
         self.damsm_gamma3 = damsm_gamma3
         self.mismatched_text_weight = mismatched_text_weight
         self.unconditional_discriminator_weight = unconditional_discriminator_weight
+        self.text_loss_hard_negatives = text_loss_hard_negatives
         self.discriminator_gradient_penalty = discriminator_gradient_penalty
         self.gradient_penalty_weight = gradient_penalty_weight
         self.discriminator_augmentation = discriminator_augmentation
@@ -344,6 +353,7 @@ _FIELD_CHECKS = {
     "level3_word_weight": _number(0.0, strict=False),
     "mismatched_text_weight": _number(0.0, strict=False),
     "unconditional_discriminator_weight": _number(0.0, strict=False),
+    "text_loss_hard_negatives": _check_bool,
     "discriminator_gradient_penalty": partial(_check_choice, choices=GRADIENT_PENALTIES),
     "gradient_penalty_weight": _number(0.0, strict=False),
     "discriminator_augmentation": _check_augmentation,

@@ -141,11 +141,27 @@ def level_conditions(text: TextFeatures) -> list[torch.Tensor | None]:
     return [None, text.sentence_embeds, mean_word_embedding(text.word_embeds, text.word_mask)]
 
 
-def mismatched_text(clip_model: nn.Module, batch: Mapping[str, torch.Tensor], text: TextFeatures) -> TextFeatures:
+def swapped_captions(clip_model: nn.Module, batch: Mapping[str, torch.Tensor]) -> TextFeatures | None:
+    """
+    The colour-swapped captions of `batch` (`negative_input_ids` `(B, K, L)`, made by the data loader's
+    `num_negatives`) encoded by `clip_model`, every output with the extra `K` dimension; None when it has none.
+    """
+    if batch.get("negative_input_ids") is None:
+        return None
+    return encode_text(clip_model, batch["negative_input_ids"], batch.get("negative_attention_mask"))
+
+
+def mismatched_text(
+    clip_model: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    text: TextFeatures,
+    negatives: TextFeatures | None = None,
+) -> TextFeatures:
     """
     One caption per example that does not describe its image, for the matching-aware discriminator term: the batch's
     first colour-swapped caption where the data loader made one (`num_negatives`; the hardest mismatch, one part
-    wrong), else the previous example's caption (the authors' code).
+    wrong), else the previous example's caption (the authors' code). `negatives`: the batch's `swapped_captions`,
+    when already encoded.
     """
     rolled = TextFeatures(
         sentence_embeds=text.sentence_embeds.roll(1, dims=0),
@@ -154,7 +170,13 @@ def mismatched_text(clip_model: nn.Module, batch: Mapping[str, torch.Tensor], te
     )
     if batch.get("negative_input_ids") is None:
         return rolled
-    swapped = encode_text(clip_model, batch["negative_input_ids"][:, 0], batch["negative_attention_mask"][:, 0])
+    if negatives is None:
+        swapped = encode_text(clip_model, batch["negative_input_ids"][:, 0], batch["negative_attention_mask"][:, 0])
+    else:
+        swapped = TextFeatures(
+            sentence_embeds=negatives.sentence_embeds[:, 0], word_embeds=negatives.word_embeds[:, 0],
+            word_mask=negatives.word_mask[:, 0],
+        )
     valid = batch["negative_mask"][:, 0].bool()  # (B,)
     return TextFeatures(
         sentence_embeds=torch.where(valid[:, None], swapped.sentence_embeds, rolled.sentence_embeds),
@@ -173,14 +195,30 @@ def generator_losses(
     discriminator_levels: Sequence[nn.Module],
     clip_model: nn.Module,
     config: StageGANConfig,
+    negatives: TextFeatures | None = None,
+    negative_mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """
     The three generator losses of claims 5-7, each a tensor in the graph of its own level:
     `g1` = L_G1, `g2` = L_G2_total = L_G2 + Loss_CLIP_FT_s, `g3` = L_G3_total = L_G3 + Loss_CLIP_FT; and their parts
     (`gk_adversarial` holds the unconditional term, `gk_unconditional` unweighted, when D2 / D3 have one).
+
+    With `config.text_loss_hard_negatives`, `negatives` (the batch's `swapped_captions`, `(B, K, ...)`) and
+    `negative_mask` `(B, K)` (which slots hold one) join the wrong classes of every Loss_CLIP_FT term.
     """
     x1, x2, x3 = fake_images
     conditions = level_conditions(text)
+    sentence_negatives, word_negatives = {}, {}
+    if config.text_loss_hard_negatives:
+        if negatives is None:
+            raise ValueError(
+                "`config.text_loss_hard_negatives` is True but no `negatives` were given: the batch needs colour-swapped "
+                "captions (`negative_input_ids`; `data.build_dataloader(num_negatives=1)` or more)."
+            )
+        sentence_negatives = dict(negative_sentence_embeds=negatives.sentence_embeds, negative_mask=negative_mask)
+        word_negatives = dict(
+            negative_word_embeds=negatives.word_embeds, negative_word_mask=negatives.word_mask, negative_mask=negative_mask
+        )
     gammas = (config.damsm_gamma1, config.damsm_gamma2, config.damsm_gamma3)
     policy = config.discriminator_augmentation  # D sees augmented images, CLIP_FT the generated ones as they are
     seen1, seen2, seen3 = (augment_for_discriminator(images, policy) for images in fake_images)
@@ -199,13 +237,17 @@ def generator_losses(
     # level 2: sentence consistency of x2's global CLIP feature (claim 6, steps y1-y5)
     features2 = encode_images(clip_model, x2)
     losses["g2_adversarial"] = adversarial(1, seen2)
-    losses["clip_ft_s"] = sentence_image_loss(features2.image_embeds, text.sentence_embeds, gammas[2])
+    losses["clip_ft_s"] = sentence_image_loss(features2.image_embeds, text.sentence_embeds, gammas[2], **sentence_negatives)
 
     # level 3: sentence consistency of x3's global feature + word consistency of its regions (claim 7, z1-z7)
     features3 = encode_images(clip_model, x3)
     losses["g3_adversarial"] = adversarial(2, seen3)
-    losses["clip_ft_sentence"] = sentence_image_loss(features3.image_embeds, text.sentence_embeds, gammas[2])
-    losses["clip_ft_word"] = word_region_loss(features3.region_embeds, text.word_embeds, text.word_mask, *gammas)
+    losses["clip_ft_sentence"] = sentence_image_loss(
+        features3.image_embeds, text.sentence_embeds, gammas[2], **sentence_negatives
+    )
+    losses["clip_ft_word"] = word_region_loss(
+        features3.region_embeds, text.word_embeds, text.word_mask, *gammas, **word_negatives
+    )
     losses["clip_ft"] = clip_ft_loss(
         losses["clip_ft_sentence"], losses["clip_ft_word"], config.level3_sentence_weight, config.level3_word_weight
     )
@@ -239,6 +281,11 @@ def training_step(
     backward = accelerator.backward if accelerator is not None else torch.Tensor.backward
     autocast = accelerator.autocast() if accelerator is not None else nullcontext()
     config: StageGANConfig = extract_model_from_parallel(generator).config
+    if config.text_loss_hard_negatives and batch.get("negative_input_ids") is None:  # before any update
+        raise ValueError(
+            "`config.text_loss_hard_negatives` is True but the batch has no colour-swapped captions "
+            "(`negative_input_ids`): build the data loader with `num_negatives=1` or more."
+        )
     raw_discriminators = [extract_model_from_parallel(level) for level in discriminator_levels]
     logs = {}
 
@@ -248,7 +295,8 @@ def training_step(
             text = encode_text(clip_model, batch["input_ids"], batch.get("attention_mask"))
             matching_aware = config.mismatched_text_weight > 0
             penalty = config.discriminator_gradient_penalty
-            mismatched = level_conditions(mismatched_text(clip_model, batch, text)) if matching_aware else None
+            negatives = swapped_captions(clip_model, batch) if config.text_loss_hard_negatives else None
+            mismatched = level_conditions(mismatched_text(clip_model, batch, text, negatives)) if matching_aware else None
         real_images = real_images_per_level(batch["pixel_values"], config)
         conditions = level_conditions(text)
 
@@ -298,7 +346,9 @@ def training_step(
         for key in GENERATOR_KEYS:
             optimizers[key].zero_grad(set_to_none=True)
         with frozen(*raw_discriminators, clip_model):
-            losses = generator_losses(fake_images, text, raw_discriminators, clip_model, config)
+            losses = generator_losses(
+                fake_images, text, raw_discriminators, clip_model, config, negatives, batch.get("negative_mask")
+            )
         total = losses["g1"] + losses["g2"] + losses["g3"]
         for name in ("g1", "g2", "g3"):
             _check_finite(f"loss_{name}", losses[name])
@@ -432,5 +482,6 @@ __all__ = [
     "real_images_per_level",
     "recompute_batch_norm_statistics",
     "resolve_mixed_precision",
+    "swapped_captions",
     "training_step",
 ]
