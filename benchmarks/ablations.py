@@ -75,6 +75,8 @@ VARIANTS: dict[str, list[str]] = {
     "double_word_weight": ["--config_overrides", json.dumps({"level3_word_weight": 2.0})],
     # each caption's colour-swapped version is an extra wrong class of the generator's Loss_CLIP_FT terms
     "text_loss_hard_negatives": ["--text_loss_hard_negatives"],
+    # five times the birds: the 10 000 of SynthBirds' train split the base CLIP learns from (the job's 2000 among them)
+    "more_birds": ["--synthbirds_num_train", "10000"],
 }
 # Variants that need no training of their own: the moving average and its batch-norm statistics never feed back into
 # training (validation and the recomputation draw their own seeded noise), so the generator these flags would have
