@@ -77,10 +77,10 @@ VARIANTS: dict[str, list[str]] = {
     "text_loss_hard_negatives": ["--text_loss_hard_negatives"],
     # five times the birds: the 10 000 of SynthBirds' train split the base CLIP learns from (the job's 2000 among them)
     "more_birds": ["--synthbirds_num_train", "10000"],
-    # Adam without momentum and with a shorter second-moment average on both sides, as DF-GAN and StyleGAN2 train
-    "adam_betas_0_09": [
-        "--generator_adam_beta1", "0", "--generator_adam_beta2", "0.9",
-        "--discriminator_adam_beta1", "0", "--discriminator_adam_beta2", "0.9",
+    # the patent authors' Adam betas (0.5, 0.999) on both sides instead of the main job's (0, 0.9) (DF-GAN, StyleGAN2)
+    "adam_betas_05_0999": [
+        "--generator_adam_beta1", "0.5", "--generator_adam_beta2", "0.999",
+        "--discriminator_adam_beta1", "0.5", "--discriminator_adam_beta2", "0.999",
     ],
 }
 # Variants that need no training of their own: the moving average and its batch-norm statistics never feed back into
