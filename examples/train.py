@@ -264,6 +264,9 @@ def parse_args(argv=None):
     ):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    for name in ("generator_adam_beta1", "generator_adam_beta2", "discriminator_adam_beta1", "discriminator_adam_beta2"):
+        if not 0 <= getattr(args, name) < 1:
+            parser.error(f"--{name} must be in [0, 1), got {getattr(args, name)}")
     if args.lr_scheduler == "constant" and args.lr_warmup_steps:
         parser.error(f"--lr_warmup_steps {args.lr_warmup_steps} needs a schedule with a warm-up, not --lr_scheduler constant")
     if len(set(args.discriminator_augmentation)) != len(args.discriminator_augmentation):

@@ -479,6 +479,17 @@ def test_unconditional_discriminator_weight_flag_sets_the_config(capsys):
     assert "--unconditional_discriminator_weight must be >= 0, got -1.0" in capsys.readouterr().err
 
 
+def test_adam_beta_flags_default_to_0_and_0_9_and_refuse_values_outside_0_1(capsys):
+    train = load_script(TRAIN, "train_script")
+    args = train.parse_args([])
+    assert (args.generator_adam_beta1, args.generator_adam_beta2) == (0.0, 0.9)
+    assert (args.discriminator_adam_beta1, args.discriminator_adam_beta2) == (0.0, 0.9)
+    assert train.parse_args(["--discriminator_adam_beta2", "0.999"]).discriminator_adam_beta2 == 0.999
+    with pytest.raises(SystemExit):
+        train.parse_args(["--generator_adam_beta2", "1"])
+    assert "--generator_adam_beta2 must be in [0, 1), got 1.0" in capsys.readouterr().err
+
+
 def test_text_loss_hard_negatives_flag_sets_the_config_and_the_loader_makes_the_negatives(tmp_path):
     train = load_script(TRAIN, "train_script")
     assert train.build_config(train.parse_args([]), 16).text_loss_hard_negatives is False
