@@ -44,6 +44,8 @@ VARIANTS: dict[str, list[str]] = {
     "end_to_end": ["--stage_gradient", "end_to_end"],
     # levels 2 and 3 add a correction to the previous level's upsampled image instead of drawing a new one
     "image_skip": ["--image_skip"],
+    # bilinear instead of nearest x2 upsampling before each of the generator's upsampling convolutions
+    "bilinear_upsampling": ["--generator_upsampling", "bilinear"],
     # DM-GAN dynamic memory instead of attention fusion
     "memory_fusion": ["--fusion_type", "memory"],
     # the patent's L_D exactly: no matching-aware (mismatched caption) term

@@ -50,7 +50,11 @@ from hf_stagegan.checkpointing import (
     save_checkpoint,
 )
 from hf_stagegan.clip_finetuning import finetune_clip, load_or_build_clip
-from hf_stagegan.configuration_stagegan import DISCRIMINATOR_AUGMENTATIONS, DISCRIMINATOR_BACKBONES
+from hf_stagegan.configuration_stagegan import (
+    DISCRIMINATOR_AUGMENTATIONS,
+    DISCRIMINATOR_BACKBONES,
+    GENERATOR_UPSAMPLINGS,
+)
 from hf_stagegan.data import IMAGE_TRANSFORMS, all_captions, build_dataloader, check_columns, load_image_text_dataset
 from hf_stagegan.data.synthbirds import load_synthbirds
 from hf_stagegan.encoders import text_encoder_from_clip
@@ -129,6 +133,11 @@ def parse_args(argv=None):
         "--image_skip", action=argparse.BooleanOptionalAction, default=False,
         help="levels 2 and 3 draw a correction added to the previous level's upsampled image (StyleGAN2's skip "
         "generator) instead of a new image; not in the patent",
+    )
+    model.add_argument(
+        "--generator_upsampling", default="nearest", choices=list(GENERATOR_UPSAMPLINGS),
+        help="how the generator's upsampling blocks double their feature maps before the 3x3 conv: nearest (AttnGAN's "
+        "and the authors') or bilinear (each new pixel a blend of its neighbours, as the low-pass upsampling of StyleGAN)",
     )
     model.add_argument(
         "--mismatched_text_weight", type=float, default=1.0,
@@ -395,6 +404,7 @@ def _base_config(args, text_embed_dim):
         fusion_type=args.fusion_type,
         stage_gradient=args.stage_gradient,
         image_skip=args.image_skip,
+        generator_upsampling=args.generator_upsampling,
         mismatched_text_weight=args.mismatched_text_weight,
         unconditional_discriminator_weight=args.unconditional_discriminator_weight,
         text_loss_hard_negatives=args.text_loss_hard_negatives,

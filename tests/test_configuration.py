@@ -15,6 +15,7 @@ def test_defaults_follow_the_patent():
     assert config.level2_residual_blocks == 2  # [0079]
     assert config.stage_gradient == "isolated"  # claim 8
     assert config.image_skip is False  # each level draws its own image (claims 2-4)
+    assert config.generator_upsampling == "nearest"  # AttnGAN's and the authors' upsampling blocks
     assert config.unconditional_discriminator_weight == 0.0  # D2 / D3: the conditional term only ([0090], [0093])
     assert config.fusion_type == "attention"
     assert (config.level2_sentence_weight, config.level3_sentence_weight, config.level3_word_weight) == (1.0, 4.0, 1.0)
@@ -74,6 +75,7 @@ def test_discriminator_backbone_per_level_and_its_vision_config(tmp_path):
         ("fusion_type", "concat", "`fusion_type` must be one of ['attention', 'memory'], got 'concat'"),
         ("stage_gradient", "frozen", "`stage_gradient` must be one of ['isolated', 'end_to_end'], got 'frozen'"),
         ("image_skip", 1, "`image_skip` must be a bool, got 1"),
+        ("generator_upsampling", "bicubic", "`generator_upsampling` must be one of ['nearest', 'bilinear'], got 'bicubic'"),
         ("unconditional_discriminator_weight", -0.5, "`unconditional_discriminator_weight` must be a number >= 0.0, got -0.5"),
         ("level3_word_weight", -1.0, "`level3_word_weight` must be a number >= 0.0, got -1.0"),
         ("damsm_gamma2", 0.0, "`damsm_gamma2` must be a number > 0.0, got 0.0"),

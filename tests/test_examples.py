@@ -469,6 +469,15 @@ def test_image_skip_flag_sets_the_config_and_defaults_to_the_patents_levels():
     assert train.build_config(train.parse_args(["--config_overrides", '{"image_skip": true}']), 16).image_skip is True
 
 
+def test_generator_upsampling_flag_sets_the_config_and_refuses_other_modes(capsys):
+    train = load_script(TRAIN, "train_script")
+    assert train.build_config(train.parse_args([]), 16).generator_upsampling == "nearest"
+    assert train.build_config(train.parse_args(["--generator_upsampling", "bilinear"]), 16).generator_upsampling == "bilinear"
+    with pytest.raises(SystemExit):
+        train.parse_args(["--generator_upsampling", "bicubic"])
+    assert "invalid choice: 'bicubic'" in capsys.readouterr().err
+
+
 def test_unconditional_discriminator_weight_flag_sets_the_config(capsys):
     train = load_script(TRAIN, "train_script")
     assert train.build_config(train.parse_args([]), 16).unconditional_discriminator_weight == 0.0

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hf_stagegan import StageGANGenerator
@@ -24,11 +25,23 @@ def randomise_norms(module: nn.Module, seed: int = 0):
                 norm.running_var.copy_(torch.rand(norm.running_var.shape, generator=generator) + 0.5)
 
 
+def textbook_upblock(block: UpBlock, x: torch.Tensor, mode: str) -> torch.Tensor:
+    """x2 upsampling, 3x3 conv, batch norm (batch statistics in training, running ones in eval), GLU, written out."""
+    conv, norm = block[1].conv, block[1].norm
+    up = F.interpolate(x, scale_factor=2, mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+    out = F.batch_norm(
+        F.conv2d(up, conv.weight, conv.bias, padding=1), norm.running_mean, norm.running_var, norm.weight, norm.bias,
+        training=block.training, momentum=norm.momentum, eps=norm.eps,
+    )
+    return F.glu(out, dim=1)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("shape", [(3, 6, 5, 7), (1, 6, 2, 1)])
-def test_upblock_equals_upsample_conv_norm_glu(training, shape):
+def test_upblock_equals_upsample_conv_norm_glu(training, shape, mode):
     torch.manual_seed(0)
-    block = UpBlock(shape[1], 5).double()
+    block = UpBlock(shape[1], 5, mode).double()
     randomise_norms(block)
     block.train(training)
     reference = copy.deepcopy(block)  # its own batch-norm buffers: a train-mode forward updates them
@@ -36,7 +49,7 @@ def test_upblock_equals_upsample_conv_norm_glu(training, shape):
     x = torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
 
     out = block(x)
-    expected = nn.Sequential.forward(reference, x)  # nearest x2, conv 3x3, batch norm, GLU, one after the other
+    expected = textbook_upblock(reference, x, mode)
     assert out.shape == (shape[0], 5, 2 * shape[2], 2 * shape[3])
     assert out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
@@ -47,6 +60,28 @@ def test_upblock_equals_upsample_conv_norm_glu(training, shape):
         torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-10)
     if training:  # and the same running statistics
         torch.testing.assert_close(block[1].norm.running_var, reference[1].norm.running_var)
+    # the mode is what the block uses: the other mode's textbook function differs
+    other = textbook_upblock(reference, x, "bilinear" if mode == "nearest" else "nearest")
+    assert not torch.allclose(out, other, atol=1e-3)
+
+
+def test_generator_upsampling_reaches_every_block_and_keeps_the_checkpoint_format():
+    # the same weights load into either mode (no parameter depends on it); the bilinear generator draws other images
+    torch.manual_seed(0)
+    config = tiny_config()
+    nearest = StageGANGenerator(config).eval()
+    config.generator_upsampling = "bilinear"
+    bilinear = StageGANGenerator(config).eval()
+    bilinear.load_state_dict(nearest.state_dict())
+    modes = [module[0].mode for module in bilinear.modules() if isinstance(module, UpBlock)]
+    assert modes == ["bilinear"] * 5  # level 1's three, levels 2 and 3's one each
+    inputs = dict(noise=torch.randn(2, config.z_dim), sentence_embeds=torch.randn(2, config.text_embed_dim),
+                  word_embeds=torch.randn(2, 4, config.text_embed_dim))
+    with torch.no_grad():
+        images = [model(**inputs).images for model in (nearest, bilinear)]
+    for level in range(3):  # a freshly initialised generator draws faint images: compare relative to their size
+        near, smooth = images[0][level], images[1][level]
+        assert (near - smooth).norm() > 1e-3 * near.norm(), level
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

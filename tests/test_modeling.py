@@ -543,6 +543,13 @@ class TestStageGANGeneratorImageSkip(ModelConformanceChecks):
     tester = StageGANGeneratorModelTester(image_skip=True)
 
 
+class TestStageGANGeneratorBilinearUpsampling(ModelConformanceChecks):
+    """The same contract with bilinear upsampling blocks (`generator_upsampling="bilinear"`), which have no phase-conv
+    inference path."""
+
+    tester = StageGANGeneratorModelTester(generator_upsampling="bilinear")
+
+
 class TestStageGANDiscriminator(ModelConformanceChecks):
     tester = StageGANDiscriminatorModelTester()
 

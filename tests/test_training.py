@@ -438,6 +438,13 @@ def test_learning_with_image_skip(tokenizer, clip_model):
 
 
 @pytest.mark.slow
+def test_learning_with_bilinear_upsampling(tokenizer, clip_model):
+    # every upsampling block doubles its map bilinearly instead of by nearest copies: the captions still steer x2 and x3
+    initial, final = train_red_and_blue(tokenizer, clip_model, "attention", generator_upsampling="bilinear")
+    assert_red_caption_gives_redder_images(initial, final)
+
+
+@pytest.mark.slow
 def test_learning_with_unconditional_d2_d3(tokenizer, clip_model):
     # D2 and D3 also judge the image alone: the captions still steer x2 and x3
     initial, final = train_red_and_blue(tokenizer, clip_model, "attention", unconditional_discriminator_weight=1.0)

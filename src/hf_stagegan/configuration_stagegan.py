@@ -9,6 +9,7 @@ from transformers import PretrainedConfig
 
 FUSION_TYPES = ("attention", "memory")
 STAGE_GRADIENTS = ("isolated", "end_to_end")
+GENERATOR_UPSAMPLINGS = ("nearest", "bilinear")
 GRADIENT_PENALTIES = ("none", "r1", "matching_aware")
 DISCRIMINATOR_AUGMENTATIONS = ("translation", "cutout", "color")  # hf_stagegan.augmentation's transformations
 DISCRIMINATOR_BACKBONES = ("conv", "clip")
@@ -51,6 +52,10 @@ class StageGANConfig(PretrainedConfig):
             before the tanh, to the previous level's pre-tanh image upsampled x2 (bilinear), as in StyleGAN2's skip
             generator; not in the patent. Under `stage_gradient="isolated"` the previous image enters detached, as
             its features do, so each level's loss still updates only its own sub-network.
+        generator_upsampling (`str`, *optional*, defaults to `"nearest"`):
+            How every upsampling block of the generator doubles its feature map before its 3x3 convolution:
+            `"nearest"` (AttnGAN's and the authors' code: each pixel copied into a 2x2 block) or `"bilinear"` (each
+            new pixel a blend of its neighbours, a low-pass upsampling as StyleGAN's; not in the patent).
         level2_sentence_weight (`float`, *optional*, defaults to 1.0):
             Weight of Loss_CLIP_FT_s in L_G2_total (claim 6).
         level3_sentence_weight (`float`, *optional*, defaults to 4.0):
@@ -136,6 +141,7 @@ class StageGANConfig(PretrainedConfig):
         level3_residual_blocks: int = 2,
         stage_gradient: str = "isolated",
         image_skip: bool = False,
+        generator_upsampling: str = "nearest",
         level2_sentence_weight: float = 1.0,
         level3_sentence_weight: float = 4.0,
         level3_word_weight: float = 1.0,
@@ -164,6 +170,7 @@ class StageGANConfig(PretrainedConfig):
         self.level3_residual_blocks = level3_residual_blocks
         self.stage_gradient = stage_gradient
         self.image_skip = image_skip
+        self.generator_upsampling = generator_upsampling
         self.level2_sentence_weight = level2_sentence_weight
         self.level3_sentence_weight = level3_sentence_weight
         self.level3_word_weight = level3_word_weight
@@ -348,6 +355,7 @@ _FIELD_CHECKS = {
     "level3_residual_blocks": _int_at_least(0),
     "stage_gradient": partial(_check_choice, choices=STAGE_GRADIENTS),
     "image_skip": _check_bool,
+    "generator_upsampling": partial(_check_choice, choices=GENERATOR_UPSAMPLINGS),
     "level2_sentence_weight": _number(0.0, strict=False),
     "level3_sentence_weight": _number(0.0, strict=False),
     "level3_word_weight": _number(0.0, strict=False),

@@ -199,16 +199,19 @@ def interleave_phases(phases: torch.Tensor) -> torch.Tensor:
 
 class UpBlock(EvalWeightCache, nn.Sequential):
     """
-    Nearest x2 upsampling, 3x3 conv, batch norm, GLU: `(B, Cin, H, W) -> (B, Cout, 2H, 2W)`.
+    x2 upsampling (`mode`: `"nearest"` or `"bilinear"`, `config.generator_upsampling`), 3x3 conv, batch norm, GLU:
+    `(B, Cin, H, W) -> (B, Cout, 2H, 2W)`.
 
-    In training the four children run in turn (batch statistics need the whole upsampled map). In eval mode `forward`
-    computes the same function without materialising the upsampled map: four 2x2 phase convs on the input (see
+    In training the four children run in turn (batch statistics need the whole upsampled map). In eval mode a nearest
+    block computes the same function without materialising the upsampled map: four 2x2 phase convs on the input (see
     `phase_kernels`, 2.25x fewer FLOPs) with the norm folded in, and the GLU on the small phase maps before they are
-    interleaved.
+    interleaved. A bilinear block's upsampled pixels mix their neighbours, which no 2x2 phase kernel reproduces: it
+    runs its children in turn, with the norm folded into the conv (`ConvNorm`).
     """
 
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), ConvNorm(in_channels, out_channels * 2), GLU())
+    def __init__(self, in_channels: int, out_channels: int, mode: str = "nearest"):
+        upsample = nn.Upsample(scale_factor=2, mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+        super().__init__(upsample, ConvNorm(in_channels, out_channels * 2), GLU())
 
     def eval_phase_kernels(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The folded phase kernels `(8Cout, Cin, 2, 2)` and bias `(8Cout,)`, channels ordered (GLU half, phase, Cout)."""
@@ -220,7 +223,7 @@ class UpBlock(EvalWeightCache, nn.Sequential):
         return kernels.to(dtype), bias.to(dtype)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if self.training:
+        if self.training or self[0].mode != "nearest":
             return super().forward(hidden_states)
         dtype = hidden_states.dtype
         kernels, bias = self.cached_eval_weights(dtype, lambda: self.eval_phase_kernels(dtype))
@@ -357,8 +360,10 @@ class UnconditionalLevel(nn.Module):
         self.start_shape = (channels, side, side)
         self.project = nn.Linear(config.z_dim, channels * 2 * side * side, bias=False)
         self.project_norm = nn.BatchNorm2d(channels * 2)  # 2d so that a batch of one still trains
+        mode = config.generator_upsampling
         self.upsample = nn.Sequential(
-            UpBlock(channels, channels // 2), UpBlock(channels // 2, channels // 4), UpBlock(channels // 4, channels // 8)
+            UpBlock(channels, channels // 2, mode), UpBlock(channels // 2, channels // 4, mode),
+            UpBlock(channels // 4, channels // 8, mode),
         )
         self.to_image = ImageHead(config.generator_channels)
 
@@ -384,7 +389,7 @@ class RefinementLevel(nn.Module):
         channels = config.generator_channels
         self.fusion = FUSIONS[config.fusion_type](channels, config.text_embed_dim)
         self.residual = nn.Sequential(*[ResBlock(channels * 2) for _ in range(num_residual_blocks)])
-        self.upsample = UpBlock(channels * 2, channels)
+        self.upsample = UpBlock(channels * 2, channels, config.generator_upsampling)
         self.to_image = ImageHead(channels)
 
     def forward(self, hidden_states, text_embeds, text_mask=None, previous_logits=None):
