@@ -114,6 +114,10 @@ def main():
     parser.add_argument(
         "--image_skip", action="store_true", help="levels 2 and 3 draw corrections to the upsampled previous image"
     )
+    parser.add_argument(
+        "--generator_upsampling", default="nearest", choices=["nearest", "bilinear"],
+        help="how the generator's upsampling blocks double their maps (config `generator_upsampling`)",
+    )
     parser.add_argument("--mixed_precision", nargs="+", default=["no"], choices=["no", "bf16"])
     parser.add_argument("--breakdown", action="store_true", help="also time the parts of a step on their own")
     parser.add_argument("--threads", type=int, default=2)
@@ -134,8 +138,8 @@ def main():
     config = StageGANConfig(
         stage_resolutions=[side // 4, side // 2, side], generator_channels=args.generator_channels,
         discriminator_channels=args.discriminator_channels, text_embed_dim=clip.config.projection_dim,
-        fusion_type=args.fusion_type, image_skip=args.image_skip, discriminator_backbone=args.discriminator_backbone,
-        discriminator_spectral_norm=[backbone == "conv" for backbone in args.discriminator_backbone],
+        fusion_type=args.fusion_type, image_skip=args.image_skip, generator_upsampling=args.generator_upsampling,
+        discriminator_backbone=args.discriminator_backbone, discriminator_spectral_norm=[backbone == "conv" for backbone in args.discriminator_backbone],
         discriminator_vision_config=clip.config.vision_config if "clip" in args.discriminator_backbone else None,
     )
     generator, discriminator = StageGANGenerator(config).to(device), StageGANDiscriminator(config).to(device)
@@ -147,8 +151,8 @@ def main():
     emit(
         benchmark="training_step", **machine(device), resolution=config.stage_resolutions,
         generator_channels=args.generator_channels, discriminator_channels=args.discriminator_channels,
-        fusion_type=args.fusion_type, image_skip=args.image_skip, discriminator_backbone=args.discriminator_backbone,
-        clip=args.clip, batch_size=args.batch_size,
+        fusion_type=args.fusion_type, image_skip=args.image_skip, generator_upsampling=args.generator_upsampling,
+        discriminator_backbone=args.discriminator_backbone, clip=args.clip, batch_size=args.batch_size,
         generator_parameters=generator.num_parameters(), discriminator_parameters=discriminator.num_parameters(),
         clip_parameters=clip.num_parameters(),
     )
