@@ -31,6 +31,7 @@ from transformers import CLIPConfig, CLIPModel
 
 from hf_stagegan import StageGANConfig, StageGANDiscriminator, StageGANGenerator
 from hf_stagegan.clip_finetuning import SMALL_CLIP
+from hf_stagegan.configuration_stagegan import GENERATOR_UPSAMPLINGS
 from hf_stagegan.encoders import build_clip_from_scratch, encode_images, encode_text, train_clip_tokenizer
 from hf_stagegan.training import (
     build_optimizers,
@@ -115,7 +116,7 @@ def main():
         "--image_skip", action="store_true", help="levels 2 and 3 draw corrections to the upsampled previous image"
     )
     parser.add_argument(
-        "--generator_upsampling", default="nearest", choices=["nearest", "bilinear"],
+        "--generator_upsampling", default="nearest", choices=list(GENERATOR_UPSAMPLINGS),
         help="how the generator's upsampling blocks double their maps (config `generator_upsampling`)",
     )
     parser.add_argument("--mixed_precision", nargs="+", default=["no"], choices=["no", "bf16"])

@@ -88,6 +88,14 @@ DEFAULT_VALIDATION_PROMPTS = ["a red bird", "a blue bird", "a yellow bird", "a g
 VALIDATION_JUDGE_IMAGES = 64  # held-out SynthBirds captions the judge scores at each validation (about a second)
 
 
+# flag name -> (default, the patent authors' value): Adam's betas of the generator and discriminator optimizers
+ADAM_BETA_FLAGS = {
+    f"{side}_adam_{beta}": values
+    for side in ("generator", "discriminator")
+    for beta, values in (("beta1", (0.0, 0.5)), ("beta2", (0.9, 0.999)))
+}
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
@@ -198,12 +206,12 @@ def parse_args(argv=None):
     train.add_argument("--discriminator_learning_rate", type=float, default=5e-4)
     # Adam without momentum, as DF-GAN and StyleGAN2 train: on SynthBirds' main job, three seeds, it beats the patent
     # authors' (0.5, 0.999) in wing and crown colour and judge FD (docs/results.md); CUB's recipe passes (0.5, 0.999)
-    for side in ("generator", "discriminator"):
-        for beta, default, authors in (("beta1", 0.0, 0.5), ("beta2", 0.9, 0.999)):
-            train.add_argument(
-                f"--{side}_adam_{beta}", type=float, default=default,
-                help=f"Adam's {beta} for the {side} levels (default {default}; the patent authors' code: {authors})",
-            )
+    for name, (default, authors) in ADAM_BETA_FLAGS.items():
+        side, beta = name.split("_adam_")
+        train.add_argument(
+            f"--{name}", type=float, default=default,
+            help=f"Adam's {beta} for the {side} levels (default {default}; the patent authors' code: {authors})",
+        )
     train.add_argument(
         "--lr_scheduler", default="constant", choices=LR_SCHEDULERS,
         help="the learning-rate schedule of all six optimizers (diffusers' names): constant (the patent's), "
@@ -273,7 +281,7 @@ def parse_args(argv=None):
     ):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
-    for name in ("generator_adam_beta1", "generator_adam_beta2", "discriminator_adam_beta1", "discriminator_adam_beta2"):
+    for name in ADAM_BETA_FLAGS:
         if not 0 <= getattr(args, name) < 1:
             parser.error(f"--{name} must be in [0, 1), got {getattr(args, name)}")
     if args.lr_scheduler == "constant" and args.lr_warmup_steps:
